@@ -1,0 +1,82 @@
+"""Input embeddings: word pieces -> text stream ``T``; regions or pixels -> image stream ``V``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+
+
+class TextEmbedding(nn.Module):
+    """BERT-style: word + position + segment, then LayerNorm and dropout."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.word = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.position = nn.Embedding(cfg.max_positions, cfg.width)
+        self.segment = nn.Embedding(cfg.type_vocab_size, cfg.width)
+        self.norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, text_ids: torch.Tensor, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        B, T = text_ids.shape
+        pos = torch.arange(T, device=text_ids.device)
+        x = self.word(text_ids) + self.position(pos)[None]  # (B, T, D)
+        x = x + (self.segment(segment_ids) if segment_ids is not None else self.segment.weight[0])
+        return self.drop(self.norm(x))
+
+
+class RegionEmbedding(nn.Module):
+    """ViLBERT/UNITER-style: ``LayerNorm(Linear(feats)) + LayerNorm(Linear(boxes))``, then dropout."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.feat = nn.Linear(cfg.feat_dim, cfg.width)
+        self.feat_norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.box = nn.Linear(cfg.box_dim, cfg.width)
+        self.box_norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, img_feats: torch.Tensor, img_boxes: torch.Tensor) -> torch.Tensor:
+        x = self.feat_norm(self.feat(img_feats)) + self.box_norm(self.box(img_boxes))  # (B, R, D)
+        return self.drop(x)
+
+
+class PatchEmbedding(nn.Module):
+    """ViLT-style pixel path: non-overlapping patches, linearly embedded, plus a learned global token.
+
+    Produces the same ``V`` stream as :class:`RegionEmbedding`: index 0 is the global token, then one token
+    per patch in raster order. :meth:`boxes` gives the matching 5-d boxes (cells of the patch grid).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.patch_size = cfg.patch_size
+        self.grid = cfg.image_size // cfg.patch_size
+        self.proj = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.global_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
+        self.position = nn.Parameter(torch.zeros(1, 1 + self.grid**2, cfg.width))
+        nn.init.normal_(self.global_token, std=0.02)
+        nn.init.normal_(self.position, std=0.02)
+        self.norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.image_size = cfg.image_size
+
+    @property
+    def n_tokens(self) -> int:
+        return 1 + self.grid**2
+
+    def boxes(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """(B, 1 + G*G, 5) boxes: the global token (0, 0, 1, 1, 1), then each grid cell."""
+        g = self.grid
+        idx = torch.arange(g, device=device, dtype=torch.float32) / g
+        y1, x1 = torch.meshgrid(idx, idx, indexing="ij")
+        cells = torch.stack([x1, y1, x1 + 1 / g, y1 + 1 / g, torch.full_like(x1, 1 / g**2)], -1).reshape(-1, 5)
+        glob = torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0]], device=device)
+        return torch.cat([glob, cells])[None].expand(batch_size, -1, -1)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.proj(pixels).flatten(2).transpose(1, 2)  # (B, G*G, D)
+        x = torch.cat([self.global_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+G*G, D)
+        return self.drop(self.norm(x + self.position))

@@ -1,0 +1,76 @@
+"""Pretraining and scoring heads on top of the two streams."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+
+
+class ITMHead(nn.Module):
+    """Image-text matching (DESIGN.md §1): text ``[CLS]`` and image global state, each through a dense+tanh
+    pooler, multiplied element-wise, then a linear layer to 2 logits (index 1 = match)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.text_pool = nn.Linear(cfg.width, cfg.width)
+        self.img_pool = nn.Linear(cfg.width, cfg.width)
+        self.classifier = nn.Linear(cfg.width, 2)
+
+    def forward(self, t_cls: torch.Tensor, v_glob: torch.Tensor) -> torch.Tensor:
+        pooled = torch.tanh(self.text_pool(t_cls)) * torch.tanh(self.img_pool(v_glob))  # (B, D)
+        return self.classifier(pooled)  # (B, 2)
+
+
+class Transform(nn.Sequential):
+    """BERT's prediction-head transform: dense, GELU, LayerNorm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(nn.Linear(cfg.width, cfg.width), nn.GELU(), nn.LayerNorm(cfg.width, eps=cfg.ln_eps))
+
+
+class MLMHead(nn.Module):
+    """Masked language modelling; the decoder is tied to the word embeddings (weight passed at call)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.transform = Transform(cfg)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, states: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.transform(states), word_embeddings, self.bias)  # (N, V)
+
+
+class MRMHead(nn.Module):
+    """Masked region modelling: class logits (for ``mrm-kl`` / ``mrm-cls``) and feature regression."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.transform = Transform(cfg)
+        self.classes = nn.Linear(cfg.width, cfg.n_region_classes)
+        self.features = nn.Linear(cfg.width, cfg.feat_dim)
+
+    def forward(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.transform(states)
+        return self.classes(h), self.features(h)  # (N, C), (N, F)
+
+
+class ProjectionHead(nn.Module):
+    """Contrastive / dual-encoder embeddings: ``[CLS]`` and global states projected and L2-normalised,
+    with a learned temperature (CLIP-style, initialised at 1/0.07)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.text = nn.Linear(cfg.width, cfg.proj_dim)
+        self.image = nn.Linear(cfg.width, cfg.proj_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def embed_text(self, t_cls: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text(t_cls), dim=-1)  # (B, P)
+
+    def embed_image(self, v_glob: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image(v_glob), dim=-1)  # (B, P)

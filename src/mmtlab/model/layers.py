@@ -1,0 +1,116 @@
+"""One transformer layer over two streams, and the block masks that give each layer code its meaning.
+
+Every code is the same computation: queries, keys and values of both streams are concatenated into one
+``[T; V]`` sequence and attended with a single ``scaled_dot_product_attention`` call, under a 2x2 block
+mask saying which stream's queries may see which stream's keys (DESIGN.md §1):
+
+======  =================  ==================
+code    text queries see   image queries see
+======  =================  ==================
+``M``   T + V              T + V
+``C``   V                  T
+``L``   T + V              V
+``I``   T                  T + V
+``U``   T                  V
+======  =================  ==================
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+
+# (text queries see (T, V), image queries see (T, V))
+BLOCKS: dict[str, tuple[tuple[bool, bool], tuple[bool, bool]]] = {
+    "M": ((True, True), (True, True)),
+    "C": ((False, True), (True, False)),
+    "L": ((True, True), (False, True)),
+    "I": ((True, False), (True, True)),
+    "U": ((True, False), (False, True)),
+}
+
+
+def text_sees_image(code: str) -> bool:
+    return BLOCKS[code][0][1]
+
+
+def image_sees_text(code: str) -> bool:
+    return BLOCKS[code][1][0]
+
+
+def block_mask(code: str, text_mask: torch.Tensor | None, img_mask: torch.Tensor | None) -> torch.Tensor:
+    """Boolean attention mask (B, 1, N, N) for the sequence ``[T; V]`` (True = may attend).
+
+    Either mask may be ``None`` when that stream is absent (a unimodal pass): then only the other stream's
+    self-attention block is built.
+    """
+    masks = [m for m in (text_mask, img_mask) if m is not None]
+    keys = torch.cat(masks, dim=1)  # (B, N) real tokens
+    if text_mask is None or img_mask is None:
+        allowed = keys[:, None, :]  # (B, 1, N): one stream attends to itself
+    else:
+        (tt, tv), (vt, vv) = BLOCKS[code]
+        T, R = text_mask.shape[1], img_mask.shape[1]
+        is_text_key = torch.arange(T + R, device=keys.device) < T  # (N,)
+        text_rows = torch.where(is_text_key, tt, tv)  # (N,) what a text query may see
+        img_rows = torch.where(is_text_key, vt, vv)
+        blocks = torch.cat([text_rows.expand(T, -1), img_rows.expand(R, -1)])  # (N, N)
+        allowed = blocks[None] & keys[:, None, :]  # (B, N, N)
+    return allowed[:, None]  # (B, 1, N|1, N)
+
+
+class StreamWeights(nn.Module):
+    """One stream's parameters in a layer: fused QKV, output projection, FFN, two LayerNorms (post-LN)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width)
+        self.out = nn.Linear(cfg.width, cfg.width)
+        self.attn_norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.ffn_in = nn.Linear(cfg.width, cfg.ffn)
+        self.ffn_out = nn.Linear(cfg.ffn, cfg.width)
+        self.ffn_norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """Residual + LayerNorm around attention, then around the feed-forward block."""
+        x = self.attn_norm(x + self.drop(self.out(attended)))
+        return self.ffn_norm(x + self.drop(self.ffn_out(F.gelu(self.ffn_in(x)))))
+
+
+class Layer(nn.Module):
+    """A layer with code ``code``; separate weights per stream unless ``cfg.shared`` (single stream)."""
+
+    def __init__(self, cfg: ModelConfig, code: str):
+        super().__init__()
+        self.code = code
+        self.heads = cfg.heads
+        self.attn_dropout = cfg.attn_dropout
+        n_streams = 1 if cfg.shared else 2
+        self.streams = nn.ModuleList([StreamWeights(cfg) for _ in range(n_streams)])
+
+    def weights(self, stream: int) -> StreamWeights:
+        """Weights of stream 0 (text) or 1 (image); the same module when shared."""
+        return self.streams[min(stream, len(self.streams) - 1)]
+
+    def forward(
+        self, t: torch.Tensor | None, v: torch.Tensor | None, mask: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """t: (B, T, D) or None, v: (B, R, D) or None, mask from :func:`block_mask`."""
+        parts = [(i, x) for i, x in enumerate((t, v)) if x is not None]
+        qkv = torch.cat([self.weights(i).qkv(x) for i, x in parts], dim=1)  # (B, N, 3D)
+        B, N, D3 = qkv.shape
+        q, k, val = qkv.view(B, N, 3, self.heads, D3 // (3 * self.heads)).permute(2, 0, 3, 1, 4)  # (B, H, N, hd)
+        drop = self.attn_dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, val, attn_mask=mask, dropout_p=drop)  # (B, H, N, hd)
+        a = a.transpose(1, 2).reshape(B, N, D3 // 3)  # (B, N, D)
+        out: list[torch.Tensor | None] = [None, None]
+        start = 0
+        for i, x in parts:
+            n = x.shape[1]
+            out[i] = self.weights(i).finish(x, a[:, start : start + n])
+            start += n
+        return out[0], out[1]

@@ -1,0 +1,137 @@
+"""The multimodal transformer: embeddings -> a schedule of layers -> heads (DESIGN.md §1).
+
+    batch ──► TextEmbedding ──► T ─┐
+                                   ├─► Layer(code_1) ─► ... ─► Layer(code_L) ─► heads
+    batch ──► Region/PatchEmb ─► V ─┘
+
+The leading ``U`` layers of a schedule (its *unimodal prefix*) never mix the streams, so retrieval scoring
+computes them once per caption and once per image (:meth:`encode_text`, :meth:`encode_image`) and runs only
+the rest per pair (:meth:`fuse`, :meth:`match_logits`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .embeddings import PatchEmbedding, RegionEmbedding, TextEmbedding
+from .heads import ITMHead, MLMHead, MRMHead, ProjectionHead
+from .inputs import validate_batch
+from .layers import Layer, block_mask
+
+
+class MultimodalTransformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.text_embed = TextEmbedding(config)
+        self.image_embed = PatchEmbedding(config) if config.image_input == "pixels" else RegionEmbedding(config)
+        self.layers = nn.ModuleList([Layer(config, code) for code in config.schedule])
+        n_itm = config.layers if config.hloss else 1
+        self.itm = nn.ModuleList([ITMHead(config) for _ in range(n_itm)])  # last one is the model's ITM head
+        self.mlm = MLMHead(config)
+        self.mrm = MRMHead(config)
+        self.proj = ProjectionHead(config)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding, nn.Conv2d)):
+            nn.init.normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    # ----------------------------------------------------------------------------------- inputs
+    def embed_text(self, text_ids: torch.Tensor) -> torch.Tensor:
+        return self.text_embed(text_ids)  # (B, T, D)
+
+    def embed_image(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``V`` stream and its mask: (B, R, D), (B, R)."""
+        if self.config.image_input == "pixels":
+            v = self.image_embed(batch["pixels"])
+            return v, torch.ones(v.shape[:2], dtype=torch.bool, device=v.device)
+        return self.image_embed(batch["img_feats"], batch["img_boxes"]), batch["img_mask"]
+
+    # ----------------------------------------------------------------------------------- layers
+    def run_layers(
+        self,
+        t: torch.Tensor | None,
+        v: torch.Tensor | None,
+        text_mask: torch.Tensor | None,
+        img_mask: torch.Tensor | None,
+        start: int = 0,
+        stop: int | None = None,
+        keep_all: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Apply layers ``start:stop``. With one stream ``None`` every layer runs as ``U`` on the other.
+
+        Returns the final states and, if ``keep_all``, each layer's output ``(t, v)``.
+        """
+        masks: dict[str, torch.Tensor] = {}
+        outputs = []
+        for layer in self.layers[start:stop]:
+            if layer.code not in masks:
+                masks[layer.code] = block_mask(layer.code, text_mask if t is not None else None, img_mask if v is not None else None)
+            t, v = layer(t, v, masks[layer.code])
+            if keep_all:
+                outputs.append((t, v))
+        return t, v, outputs
+
+    def encode_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor, n_layers: int | None = None) -> torch.Tensor:
+        """Text alone through the embeddings and the first ``n_layers`` layers run as ``U``
+        (default: the unimodal prefix, where this is exact). (B, T, D)."""
+        n = self.config.n_unimodal_prefix if n_layers is None else n_layers
+        t, _, _ = self.run_layers(self.embed_text(text_ids), None, text_mask, None, stop=n)
+        return t
+
+    def encode_image(self, batch: dict, n_layers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image alone, as :meth:`encode_text`. Returns (B, R, D) states and the (B, R) mask."""
+        n = self.config.n_unimodal_prefix if n_layers is None else n_layers
+        v, img_mask = self.embed_image(batch)
+        _, v, _ = self.run_layers(None, v, None, img_mask, stop=n)
+        return v, img_mask
+
+    def fuse(
+        self, t: torch.Tensor, text_mask: torch.Tensor, v: torch.Tensor, img_mask: torch.Tensor, start: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the layers after the unimodal prefix (or from ``start``) on paired, pre-encoded streams."""
+        start = self.config.n_unimodal_prefix if start is None else start
+        t, v, _ = self.run_layers(t, v, text_mask, img_mask, start=start)
+        return t, v
+
+    def match_logits(self, t: torch.Tensor, text_mask: torch.Tensor, v: torch.Tensor, img_mask: torch.Tensor) -> torch.Tensor:
+        """ITM logits (B, 2) of pairs whose streams come from :meth:`encode_text` / :meth:`encode_image`."""
+        t, v = self.fuse(t, text_mask, v, img_mask)
+        return self.itm[-1](t[:, 0], v[:, 0])
+
+    # ----------------------------------------------------------------------------------- forward
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Run the model on a batch (see :mod:`mmtlab.model.inputs`). Optional keys ``mlm_mask`` (B, T) and
+        ``mrm_mask`` (B, R) select where MLM / MRM predictions are computed (only there)."""
+        validate_batch(batch, self.config)
+        text_mask = batch["text_mask"]
+        t = self.embed_text(batch["text_ids"])  # (B, T, D)
+        v, img_mask = self.embed_image(batch)  # (B, R, D)
+        t, v, per_layer = self.run_layers(t, v, text_mask, img_mask, keep_all=self.config.hloss)
+
+        out: dict[str, torch.Tensor] = {"text_states": t, "img_states": v}
+        if self.config.hloss:
+            out["itm_logits_per_layer"] = torch.stack(
+                [head(ti[:, 0], vi[:, 0]) for head, (ti, vi) in zip(self.itm, per_layer)]
+            )  # (L, B, 2)
+            out["itm_logits"] = out["itm_logits_per_layer"][-1]
+        else:
+            out["itm_logits"] = self.itm[-1](t[:, 0], v[:, 0])  # (B, 2)
+        out["text_emb"] = self.proj.embed_text(t[:, 0])  # (B, P)
+        out["img_emb"] = self.proj.embed_image(v[:, 0])  # (B, P)
+        out["logit_scale"] = self.proj.logit_scale.exp()
+        if batch.get("mlm_mask") is not None:
+            out["mlm_logits"] = self.mlm(t[batch["mlm_mask"]], self.text_embed.word.weight)  # (N_masked, vocab)
+        if batch.get("mrm_mask") is not None:
+            out["mrm_logits"], out["mrm_feats"] = self.mrm(v[batch["mrm_mask"]])  # (N_masked, C), (N_masked, F)
+        return out
+
+    def num_parameters(self, layers_only: bool = False) -> int:
+        params = self.layers.parameters() if layers_only else self.parameters()
+        return sum(p.numel() for p in params)
