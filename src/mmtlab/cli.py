@@ -9,7 +9,14 @@ import importlib
 import sys
 
 # Modules contributing subcommands: each defines ``register(subparsers)`` and keeps torch out of its imports.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "mmtlab.data.cli",
+    "mmtlab.train.cli",
+    "mmtlab.eval.cli",
+    "mmtlab.study.cli",
+    "mmtlab.features.cli",
+    "mmtlab.bench",
+)
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
