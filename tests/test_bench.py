@@ -1,0 +1,99 @@
+"""``mmtlab bench`` on a tiny shape on CPU: it runs, the JSON has the fields, the numbers are positive.
+
+No timing is asserted (the CPU is shared); the FLOP counts are checked against hand-computed values.
+"""
+
+import json
+
+import pytest
+import torch
+
+from mmtlab import bench
+from mmtlab.cli import main
+from mmtlab.config import ConfigError
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    rc = main(["bench", "--scale", "tiny", "--device", "cpu", "--batch", "2", "--steps", "1", "--warmup", "1",
+               "--out", str(out)])
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+def test_bench_json_has_fields_and_positive_numbers(results):
+    assert results["device"] == "cpu" and results["scale"] == "tiny" and results["batch"] == 2
+    for key in ("torch", "transformers", "date", "precision", "shape", "loss"):
+        assert results[key]
+    assert [r["comparison"] for r in results["comparisons"]] == ["ours vs visualbert", "ours vs lxmert"]
+    for row in results["comparisons"]:
+        for who in ("ours", "theirs"):
+            e = row[who]
+            for key in ("params", "train_samples_per_s", "score_pairs_per_s", "train_ms", "score_ms", "train_gflops_per_sample"):
+                assert e[key] > 0, (who, key)
+            assert e["mfu"] is None  # no peak FLOP/s known on CPU
+        assert row["ratio_train"] == pytest.approx(row["ours"]["train_samples_per_s"] / row["theirs"]["train_samples_per_s"])
+        assert row["ratio_score"] > 0
+    assert "HF VisualBertForPreTraining" in results["comparisons"][0]["theirs"]["name"]
+    assert bench.TWO_STREAM_SCHEDULE in results["comparisons"][1]["ours"]["name"]
+
+
+def test_mlm_positions_and_score_block():
+    shape = bench.SHAPES["base"]
+    inputs = bench.make_inputs(shape, batch=3, device="cpu")
+    # 15% of 40 word pieces = 6 per sample, never [CLS]
+    assert inputs["mlm_mask"].sum(1).tolist() == [6, 6, 6]
+    assert not inputs["mlm_mask"][:, 0].any()
+    assert inputs["img_boxes"][:, 0].tolist() == [[0.0, 0.0, 1.0, 1.0, 1.0]] * 3
+    cap, img = bench.score_pairs(20, "cpu")  # 16 captions x 2 images (the second one partly)
+    assert cap.tolist() == list(range(16)) + [0, 1, 2, 3]
+    assert img.tolist() == [0] * 16 + [1] * 4
+
+
+def test_flop_formula_matches_hand_count():
+    """6 x (parameters x tokens they touch): 2 shared layers on T + R tokens, projections on R regions, the MLM
+    head on the masked positions only, the ITM head once."""
+    from mmtlab.model import build_model
+
+    D, ffn, T, R, F, V, n = 128, 512, 16, 10, 256, bench.VOCAB, 2
+    shape = dict(width=D, heads=4, ffn=ffn, text_len=T, regions=R, feat_dim=F)
+    m = build_model("merged", "paper", schedule="MM", shared=True, width=D, heads=4, ffn=ffn, feat_dim=F, vocab_size=V)
+    layer = (3 * D * D + 3 * D) + (D * D + D) + (D * ffn + ffn) + (ffn * D + D) + 2 * (2 * D)  # qkv, out, ffn, 2 LN
+    emb = (F * D + D) + (5 * D + D)  # feature and box projections
+    mlm = (D * D + D + 2 * D) + V * D  # transform (dense + LayerNorm) + tied decoder
+    itm = 2 * (D * D + D) + (2 * D + 2)  # two poolers + classifier
+    assert bench._ours_flops(m, shape, n) == 6 * (2 * layer * (T + R) + emb * R + mlm * n + itm)
+
+
+def test_bf16_check_on_cpu():
+    from mmtlab.model import build_model
+
+    shape = bench.SHAPES["tiny"]
+    m = build_model("single-stream", "tiny", feat_dim=shape["feat_dim"])
+    check = bench.check_bf16(m, bench.make_inputs(shape, 2, "cpu"), torch.device("cpu"))
+    assert check["ok"] and 0 < check["states_rel_err"] < 0.05
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(scale="huge"), "valid scales are base, tiny"),
+        (dict(compare=("vilbert",)), "valid comparisons are visualbert, lxmert"),
+        (dict(ablate=("nothing",)), "valid levers"),
+        (dict(batch=0), "--batch"),
+    ],
+)
+def test_bad_arguments_are_config_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        bench.run_bench(**kwargs)
+
+
+def test_cli_bad_scale_is_one_line_error(capsys):
+    with pytest.raises(SystemExit) as e:  # argparse choices
+        main(["bench", "--scale", "huge"])
+    assert e.value.code == 2
+    assert main(["bench", "--compare", "vilbert", "--steps", "1"]) == 2
+    assert "valid comparisons" in capsys.readouterr().err

@@ -1,0 +1,62 @@
+"""The `mmtlab` command line: the preset listing, the README kept in sync with it, one-line errors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import mmtlab
+from mmtlab.cli import main
+from mmtlab.presets import model_config
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_preset_table_matches_the_code(capsys):
+    assert main(["presets", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    text = README.read_text()
+    block = text.split("<!-- presets:start -->")[1].split("<!-- presets:end -->")[0].strip()
+    assert block == table, "README preset table is stale: regenerate it with `mmtlab presets --markdown`"
+
+
+def test_presets_lists_every_preset_with_true_parameter_counts(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in mmtlab.list_presets()}
+    assert set(rows) == set(mmtlab.list_presets())
+    for name in ("merged", "single-stream", "heads6-64", "single-modality-hloss"):
+        model = mmtlab.build_model(name, scale="tiny")
+        n = sum(p.numel() for p in model.parameters())
+        printed = rows[name][9]  # tiny params column, e.g. "7.2M"
+        assert printed == f"{n / 1e6:.1f}M"
+        cfg = model_config(name)
+        with torch.device("meta"):
+            big = mmtlab.model.MultimodalTransformer(cfg)
+        assert rows[name][7] == f"{sum(p.numel() for p in big.parameters()) / 1e6:.1f}M"
+        assert rows[name][1] == cfg.schedule and rows[name][4] == str(cfg.width) and rows[name][5] == str(cfg.heads)
+    for loss in mmtlab.list_loss_sets():
+        assert re.search(rf"^\s+{re.escape(loss)}\s", out, re.M)
+
+
+def test_user_errors_are_one_line_without_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmtlab.cli", "presets", "--bogus"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
+
+
+def test_config_errors_exit_2_and_debug_shows_traceback(monkeypatch, capsys):
+    import mmtlab.presets
+
+    monkeypatch.setattr(mmtlab.presets, "preset_table", lambda markdown: mmtlab.build_model("no-such-preset"))
+    assert main(["presets"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmtlab: error: unknown preset 'no-such-preset'; valid presets: merged") and "Traceback" not in err
+    with pytest.raises(ValueError):
+        main(["--debug", "presets"])

@@ -1,0 +1,267 @@
+"""The model family: every preset runs and learns, every layer code routes information as DESIGN.md §1 says."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mmtlab
+from mmtlab.model.layers import BLOCKS, image_sees_text, text_sees_image
+
+FEAT = 32
+
+
+def make_batch(B=3, T=9, R=6, feat=FEAT, seed=0, pad=True):
+    g = torch.Generator().manual_seed(seed)
+    text_mask = torch.ones(B, T, dtype=torch.bool)
+    img_mask = torch.ones(B, R, dtype=torch.bool)
+    if pad:
+        text_mask[0, T - 3 :] = False
+        img_mask[1, R - 2 :] = False
+    ids = torch.randint(1000, 30000, (B, T), generator=g)
+    ids[:, 0] = 101
+    return {
+        "text_ids": ids,
+        "text_mask": text_mask,
+        "img_feats": torch.randn(B, R, feat, generator=g),
+        "img_boxes": torch.rand(B, R, 5, generator=g),
+        "img_mask": img_mask,
+    }
+
+
+def tiny(preset="merged", **kw):
+    kw.setdefault("feat_dim", FEAT)
+    kw.setdefault("dropout", 0.0)
+    kw.setdefault("attn_dropout", 0.0)
+    torch.manual_seed(0)
+    return mmtlab.build_model(preset, scale="tiny", **kw).eval()
+
+
+# ----------------------------------------------------------------------------------------------- presets
+@pytest.mark.parametrize("preset", mmtlab.list_presets())
+def test_preset_forward_backward_reaches_every_parameter(preset):
+    torch.manual_seed(0)
+    model = mmtlab.build_model(preset, scale="tiny", feat_dim=FEAT).train()
+    batch = make_batch()
+    batch["mlm_mask"] = batch["text_mask"] & (torch.rand(batch["text_mask"].shape) < 0.5)
+    batch["mlm_mask"][:, 1] = True
+    batch["mrm_mask"] = batch["img_mask"].clone()
+    batch["mrm_mask"][:, 0] = False
+    out = model(batch)
+    B, T = batch["text_ids"].shape
+    R, D = batch["img_feats"].shape[1], model.config.width
+    assert out["text_states"].shape == (B, T, D)
+    assert out["img_states"].shape == (B, R, D)
+    assert out["itm_logits"].shape == (B, 2)
+    assert out["mlm_logits"].shape == (int(batch["mlm_mask"].sum()), model.config.vocab_size)
+    assert out["mrm_logits"].shape == (int(batch["mrm_mask"].sum()), model.config.n_region_classes)
+    assert out["mrm_feats"].shape == (int(batch["mrm_mask"].sum()), FEAT)
+    if model.config.hloss:
+        assert out["itm_logits_per_layer"].shape == (model.config.layers, B, 2)
+    loss = sum(v.float().sum() * 1e-3 for v in out.values())
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{preset}: no gradient reaches {name}"
+        assert torch.isfinite(p.grad).all(), f"{preset}: non-finite gradient in {name}"
+        assert p.grad.abs().sum() > 0, f"{preset}: zero gradient in {name}"
+
+
+@pytest.mark.parametrize("preset", mmtlab.list_presets())
+def test_preset_builds_at_paper_scale(preset):
+    from mmtlab.presets import model_config
+
+    cfg = model_config(preset, "paper")
+    with torch.device("meta"):
+        model = mmtlab.model.MultimodalTransformer(cfg)
+    assert model.config.schedule == cfg.schedule and model.config.width == cfg.width
+    assert cfg.width % cfg.heads == 0
+
+
+def test_preset_shapes_match_the_paper():
+    from mmtlab.presets import model_config
+
+    base = model_config("merged")
+    assert (base.schedule, base.width, base.heads, base.ffn) == ("MMMMMM", 768, 12, 3072)
+    assert [model_config(f"vilbert-{n}block").layers for n in (1, 2, 4, 12)] == [1, 2, 4, 12]
+    for name, heads, head_width in [("heads1-768", 1, 768), ("heads3-256", 3, 256), ("heads6-64", 6, 64), ("heads18-64", 18, 64)]:
+        cfg = model_config(name)
+        assert (cfg.heads, cfg.head_dim) == (heads, head_width)
+    assert model_config("single-modality").schedule == "UUUUUU" and not model_config("single-modality").hloss
+    assert model_config("single-modality-hloss").hloss
+    assert model_config("mixed-modality").schedule == "UUUUUM"
+    assert model_config("single-stream").shared
+    assert [model_config(f"language-q-{h}").heads for h in (12, 24)] == [12, 24]
+    assert model_config("image-q-24").schedule == "IIIIII"
+    assert model_config("coattention").schedule == "CCCCCC"
+    assert model_config("baseline").is_dual
+    # tiny keeps schedules and ratios
+    assert model_config("language-q-24", "tiny").heads == 2 * model_config("language-q-12", "tiny").heads
+    assert model_config("vilbert-12block", "tiny").schedule == "M" * 12
+
+
+def test_parameter_counts():
+    merged, single = tiny("merged"), tiny("single-stream")
+    ratio = single.num_parameters(layers_only=True) / merged.num_parameters(layers_only=True)
+    assert abs(ratio - 0.5) < 0.01
+    narrow = tiny("heads6-64")
+    assert narrow.config.width < merged.config.width
+    assert narrow.num_parameters() < merged.num_parameters()
+
+
+# ----------------------------------------------------------------------------------------------- information flow
+def _states(model, batch):
+    with torch.no_grad():
+        out = model(batch)
+    return out["text_states"], out["img_states"]
+
+
+def _changed(a, b, mask):
+    return (a - b)[mask].abs().max().item() > 1e-5
+
+
+def _flow(model):
+    """(text depends on image, image depends on text) measured on real tokens."""
+    batch = make_batch()
+    t0, v0 = _states(model, batch)
+    other_img = dict(batch, img_feats=batch["img_feats"] + torch.randn_like(batch["img_feats"]))
+    t1, v1 = _states(model, other_img)
+    assert _changed(v0, v1, batch["img_mask"]), "image states must depend on the image"
+    other_txt = dict(batch, text_ids=torch.where(batch["text_mask"], (batch["text_ids"] + 7) % 30000, batch["text_ids"]))
+    other_txt["text_ids"][:, 0] = 101
+    t2, v2 = _states(model, other_txt)
+    assert _changed(t0, t2, batch["text_mask"]), "text states must depend on the text"
+    return _changed(t0, t1, batch["text_mask"]), _changed(v0, v2, batch["img_mask"])
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("code", list(BLOCKS))
+def test_information_flow_of_each_code(code, shared):
+    model = tiny(schedule=code, shared=shared)
+    assert _flow(model) == (text_sees_image(code), image_sees_text(code))
+
+
+@pytest.mark.parametrize(
+    "schedule, text_dep, img_dep",
+    [
+        ("UUUUUM", True, True),  # mixed-modality: the last layer mixes
+        ("MUUU", True, True),  # information mixed early survives modality-specific layers
+        ("LLLL", True, False),  # image queries never see text, however deep
+        ("IIII", False, True),
+        ("CC", True, True),
+        ("UUUUUU", False, False),
+        ("IL", True, True),  # text learns about the image in layer 2; image saw text in layer 1
+    ],
+)
+def test_information_flow_of_schedules(schedule, text_dep, img_dep):
+    assert _flow(tiny(schedule=schedule)) == (text_dep, img_dep)
+
+
+def test_unmasked_mixing_reaches_every_token():
+    """With C, every real text token (not only [CLS]) depends on the image."""
+    model = tiny(schedule="C")
+    batch = make_batch(pad=False)
+    t0, _ = _states(model, batch)
+    t1, _ = _states(model, dict(batch, img_feats=-batch["img_feats"]))
+    assert ((t0 - t1).abs().amax(-1) > 1e-5).all()
+
+
+@pytest.mark.parametrize("code", list(BLOCKS))
+def test_padding_never_changes_real_tokens(code):
+    model = tiny(schedule=code + code)
+    batch = make_batch(pad=False)
+    t0, v0 = _states(model, batch)
+    B, T = batch["text_ids"].shape
+    R = batch["img_feats"].shape[1]
+    padded = {
+        "text_ids": torch.cat([batch["text_ids"], torch.randint(1000, 2000, (B, 4))], 1),
+        "text_mask": torch.cat([batch["text_mask"], torch.zeros(B, 4, dtype=torch.bool)], 1),
+        "img_feats": torch.cat([batch["img_feats"], 100 * torch.randn(B, 3, FEAT)], 1),
+        "img_boxes": torch.cat([batch["img_boxes"], torch.rand(B, 3, 5)], 1),
+        "img_mask": torch.cat([batch["img_mask"], torch.zeros(B, 3, dtype=torch.bool)], 1),
+    }
+    t1, v1 = _states(model, padded)
+    torch.testing.assert_close(t1[:, :T], t0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(v1[:, :R], v0, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["merged", "mixed-modality", "single-modality", "single-stream", "coattention", "image-q-12"])
+def test_unimodal_cache_matches_full_forward(preset):
+    model = tiny(preset)
+    batch = make_batch()
+    with torch.no_grad():
+        full = model(batch)["itm_logits"]
+        t = model.encode_text(batch["text_ids"], batch["text_mask"])
+        v, img_mask = model.encode_image(batch)
+        cached = model.match_logits(t, batch["text_mask"], v, img_mask)
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+
+
+def test_dual_encoder_embeddings_are_unimodal():
+    model = tiny("baseline")
+    batch = make_batch()
+    with torch.no_grad():
+        out = model(batch)
+        other = model(dict(batch, img_feats=torch.randn_like(batch["img_feats"])))
+    torch.testing.assert_close(out["text_emb"], other["text_emb"])
+    assert torch.allclose(out["text_emb"].norm(dim=-1), torch.ones(3))
+
+
+def test_pixel_path_produces_the_image_stream():
+    model = tiny("merged", image_input="pixels", image_size=32, patch_size=8)
+    pixels = torch.rand(2, 3, 32, 32)
+    batch = {k: v[:2] for k, v in make_batch().items() if k.startswith("text")}
+    batch["pixels"] = pixels
+    out = model(batch)
+    assert out["img_states"].shape == (2, 1 + 16, model.config.width)
+    boxes = model.image_embed.boxes(2)
+    assert boxes.shape == (2, 17, 5) and boxes[0, 0].tolist() == [0, 0, 1, 1, 1]
+    assert torch.allclose(boxes[0, 1:, 4].sum(), torch.tensor(1.0))
+
+
+# ----------------------------------------------------------------------------------------------- BERT init
+def test_text_stream_equals_hf_bert():
+    transformers = pytest.importorskip("transformers")
+    from mmtlab.model.bert_init import bert_vocab_dir
+
+    path = bert_vocab_dir()
+    model = mmtlab.build_model("single-modality", width=384, heads=12, ffn=1536, feat_dim=FEAT, text_init=str(path)).eval()
+    bert = transformers.BertModel.from_pretrained(str(path)).eval()
+    batch = make_batch(T=12)
+    with torch.no_grad():
+        ours = model(batch)["text_states"]
+        ref = bert(input_ids=batch["text_ids"], attention_mask=batch["text_mask"].long()).last_hidden_state
+    mask = batch["text_mask"]
+    assert (ours - ref)[mask].abs().max().item() < 1e-4
+
+
+def test_text_init_rejects_a_mismatched_width(tmp_path):
+    from mmtlab.config import ConfigError
+    from mmtlab.model.bert_init import bert_vocab_dir
+
+    with pytest.raises(ConfigError, match="hidden_size=384.*model.width=128"):
+        mmtlab.build_model("merged", scale="tiny", text_init=str(bert_vocab_dir()))
+    with pytest.raises(ConfigError, match="not a Hugging Face BERT directory"):
+        mmtlab.build_model("merged", scale="tiny", text_init=str(tmp_path))
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "mutate, pattern",
+    [
+        (lambda b: b.pop("img_mask"), r"missing key 'img_mask'.*\(B, R\)"),
+        (lambda b: b.pop("text_ids"), r"missing key 'text_ids'"),
+        (lambda b: b.update(img_feats=torch.randn(3, 6, 64)), r"'img_feats'.*\(3, 6, 64\).*feat_dim=32.*\(B, R, 32\)"),
+        (lambda b: b.update(text_mask=torch.ones(3, 8, dtype=torch.bool)), r"'text_mask'.*\(3, 8\).*\(B, T\).*T=9"),
+        (lambda b: b.update(img_mask=torch.ones(2, 6, dtype=torch.bool)), r"'img_mask'.*\(2, 6\).*B=3"),
+        (lambda b: b.update(img_boxes=torch.rand(3, 6, 4)), r"'img_boxes'.*\(B, R, 5\)"),
+        (lambda b: b.update(text_mask=b["text_mask"].long()), r"'text_mask'\] must have dtype torch.bool"),
+        (lambda b: b.update(img_feats=b["img_feats"].tolist()), r"'img_feats'\] must be a torch.Tensor"),
+        (lambda b: b.update(text_ids=b["text_ids"] + 40000), r"outside \[0, model.vocab_size"),
+    ],
+)
+def test_bad_batches_raise_value_errors_naming_the_key(mutate, pattern):
+    model = tiny()
+    batch = make_batch()
+    mutate(batch)
+    with pytest.raises(ValueError, match=pattern):
+        model(batch)
