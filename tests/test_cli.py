@@ -40,8 +40,10 @@ def test_presets_lists_every_preset_with_true_parameter_counts(capsys):
             big = mmtlab.model.MultimodalTransformer(cfg)
         assert rows[name][7] == f"{sum(p.numel() for p in big.parameters()) / 1e6:.1f}M"
         assert rows[name][1] == cfg.schedule and rows[name][4] == str(cfg.width) and rows[name][5] == str(cfg.heads)
-    for loss in mmtlab.list_loss_sets():
-        assert re.search(rf"^\s+{re.escape(loss)}\s", out, re.M)
+    from mmtlab.data import STYLES
+
+    for name in [*mmtlab.list_loss_sets(), *STYLES]:
+        assert re.search(rf"^\s+{re.escape(name)}\s", out, re.M)
 
 
 def test_user_errors_are_one_line_without_traceback():
@@ -60,3 +62,14 @@ def test_config_errors_exit_2_and_debug_shows_traceback(monkeypatch, capsys):
     assert err.startswith("mmtlab: error: unknown preset 'no-such-preset'; valid presets: merged") and "Traceback" not in err
     with pytest.raises(ValueError):
         main(["--debug", "presets"])
+
+
+def test_readme_python_example_runs():
+    """The README's Python API example is executed as written."""
+    text = README.read_text()
+    section = text.split("## Python API", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    out = scope["out"]
+    assert out["itm_logits"].shape == (2, 2) and out["text_states"].shape == (2, 12, 128)

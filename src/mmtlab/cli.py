@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
+    from .data import STYLES
     from .presets import list_loss_sets, loss_set, preset_table
 
     print(preset_table(markdown=args.markdown))
@@ -27,30 +28,9 @@ def _cmd_presets(args: argparse.Namespace) -> int:
         print("\nloss sets:")
         for name in list_loss_sets():
             print(f"  {name:<16} {loss_set(name)['description']}")
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    import torch
-
-    import mmtlab
-
-    torch.manual_seed(0)
-    model = mmtlab.build_model("mixed-modality", scale="tiny", feat_dim=256).eval()
-    B, T, R = 4, 12, 9
-    batch = {
-        "text_ids": torch.randint(1000, 2000, (B, T)),
-        "text_mask": torch.ones(B, T, dtype=torch.bool),
-        "img_feats": torch.randn(B, R, 256),
-        "img_boxes": torch.rand(B, R, 5),
-        "img_mask": torch.ones(B, R, dtype=torch.bool),
-    }
-    with torch.no_grad():
-        out = model(batch)
-    print(f"preset mixed-modality (tiny): schedule {model.config.schedule}, {model.num_parameters():,} parameters")
-    for k, v in out.items():
-        print(f"  {k:<22} {tuple(v.shape)}")
-    print("(untrained forward pass only: training and evaluation are not part of this demo yet)")
+        print("\ndata styles (synthetic world):")
+        for name, description in STYLES.items():
+            print(f"  {name:<16} {description}")
     return 0
 
 
@@ -62,10 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list architectures, loss sets and data styles")
     p.add_argument("--markdown", action="store_true", help="print the preset table as Markdown (as in the README)")
     p.set_defaults(func=_cmd_presets)
-
-    p = sub.add_parser("demo", help="the whole pipeline on the synthetic world")
-    p.add_argument("--out", default="demo-out", help="output directory")
-    p.set_defaults(func=_cmd_demo)
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -1,5 +1,59 @@
-"""Subcommands of this area (being written)."""
+"""``mmtlab study`` and ``mmtlab demo``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from ..config import ConfigError
+    from .grid import load_grid, parse_grid
+    from .report import write_report
+    from .runner import run_study
+
+    target = list(args.target)
+    if target and target[0] == "report":
+        if len(target) != 2:
+            raise ConfigError("usage: mmtlab study report DIR")
+        root = Path(target[1])
+        if not (root / "grid.yaml").is_file():
+            raise ConfigError(f"{root} is not a study directory (no grid.yaml)")
+        print(write_report(parse_grid(yaml.safe_load((root / "grid.yaml").read_text())), root).read_text())
+        return 0
+    if len(target) + bool(args.grid) != 1:
+        raise ConfigError("give one study name (e.g. paper-small) or --grid GRID.yaml")
+    if not args.out:
+        raise ConfigError("--out DIR is required")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    grid = load_grid(args.grid or target[0], seeds=seeds)
+    run_study(grid, args.out, torchrun=args.torchrun, progress=not args.no_progress)
+    print((Path(args.out) / "results.md").read_text())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, quick=args.quick, progress=not args.no_progress)
+    return 0
 
 
 def register(subparsers) -> None:
-    """Add this area's subcommands to the ``mmtlab`` parser."""
+    p = subparsers.add_parser("study", help="run a grid over data x attention x loss, or regenerate its report")
+    p.add_argument("target", nargs="*", metavar="NAME | report DIR", help="a shipped study (paper-small, paper) or `report DIR`")
+    p.add_argument("--grid", help="a grid YAML file instead of a shipped study")
+    p.add_argument("--out", help="study directory (finished cells are skipped on re-run)")
+    p.add_argument("--seeds", help="comma-separated seeds, overriding the grid's (e.g. 0,1,2)")
+    p.add_argument("--torchrun", type=int, default=0, metavar="N", help="train each cell as a torchrun job on N processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_study)
+
+    p = subparsers.add_parser("demo", help="the whole pipeline on the synthetic world (minutes on a laptop CPU)")
+    p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
+    p.add_argument("--quick", action="store_true", help="a one-minute version (numbers not meaningful)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)

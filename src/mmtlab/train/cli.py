@@ -1,5 +1,74 @@
-"""Subcommands of this area (being written)."""
+"""``mmtlab train``: pretrain a preset with a loss set on one or more stores (also under ``torchrun``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLE = """examples:
+  mmtlab train --preset merged --loss itm+mlm+mrm --data data/coco --scale tiny --out runs/merged
+  mmtlab train --preset merged --data data/coco --data data/cc train.steps=2000 train.batch_size=128 --out runs/mix
+  mmtlab train --resume runs/merged train.steps=4000          # continue (or extend) a run
+  torchrun --nproc_per_node 2 -m mmtlab.cli train ...          # DistributedDataParallel, same command"""
 
 
 def register(subparsers) -> None:
-    """Add this area's subcommands to the ``mmtlab`` parser."""
+    """Add ``mmtlab train`` to the ``mmtlab`` parser."""
+    p = subparsers.add_parser(
+        "train", help="pretrain a model (losses, checkpoints, resume, DDP)", epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("--preset", default=None, help="architecture (see `mmtlab presets`); default merged")
+    p.add_argument("--loss", default=None, help="loss set; default: the preset's (itm+mlm+mrm for most)")
+    p.add_argument("--data", action="append", default=[], metavar="DIR", help="a store; repeat for a mixture")
+    p.add_argument("--val", default=None, metavar="DIR", help="held-out store for the ITM accuracy")
+    p.add_argument("--scale", default=None, choices=("paper", "tiny"), help="model scale (default paper)")
+    p.add_argument("--out", default=None, metavar="RUN", help="new run directory")
+    p.add_argument("--resume", default=None, metavar="RUN", help="continue the run in RUN from its checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=2000 loss.weights.mlm=0.5")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ..config import ConfigError, load_yaml, parse_overrides
+    from .config import make_run_config
+
+    overrides = parse_overrides(args.overrides)
+    if args.resume:
+        run = Path(args.resume)
+        if args.out and Path(args.out) != run:
+            raise ConfigError(f"--resume {run} continues that run in place; drop --out {args.out}")
+        if not (run / "config.yaml").is_file():
+            raise ConfigError(f"--resume {run}: not a run directory (no config.yaml); give a directory written by `mmtlab train`")
+        saved = load_yaml(run / "config.yaml")
+        given = {"--preset": args.preset, "--loss": args.loss, "--scale": args.scale, "--val": args.val}
+        given = {k: v for k, v in given.items() if v is not None}
+        if args.data or given:
+            raise ConfigError(f"--resume takes the run's own preset, loss and data; drop {', '.join([*given, *(['--data'] if args.data else [])])}")
+        cfg = _resumed_config(saved, overrides)
+        out, resume = run, True
+    else:
+        if not args.out:
+            raise ConfigError("give --out RUN (a new run directory) or --resume RUN")
+        if not args.data:
+            raise ConfigError("give at least one --data DIR (an mmtlab store; create one with `mmtlab data synth`)")
+        cfg = make_run_config(
+            args.preset or "merged", args.loss, args.scale or "paper", args.data, overrides, val_dir=args.val
+        )
+        out, resume = Path(args.out), False
+
+    from .trainer import train
+
+    train(cfg, out, resume=resume)
+    print(f"finished: {out / 'model.safetensors'}")
+    return 0
+
+
+def _resumed_config(saved: dict, overrides: dict):
+    """The saved run config with the (resume-safe) overrides applied; the trainer checks which may change."""
+    from ..config import apply_overrides
+    from .config import check_run_config, run_config_from_dict
+
+    cfg = apply_overrides(run_config_from_dict(saved), overrides)
+    check_run_config(cfg)
+    return cfg

@@ -1,0 +1,35 @@
+"""The ``data`` section of a run config: how pretraining batches are drawn and shaped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import ConfigError
+
+SAMPLING = ("instance", "dataset")
+
+
+@dataclass
+class DataConfig:
+    """Loading options (DESIGN.md §3). ``weights`` re-weights the datasets of a mixture (one per data dir)."""
+
+    max_text_len: int = 40  # word pieces, [CLS] and [SEP] included
+    max_regions: int = 36  # regions per image, the global token excluded (the paper used up to 100)
+    sampling: str = "instance"  # "instance": uniform over all pairs; "dataset": uniform over datasets, then pairs
+    weights: list[float] | None = None  # optional per-dataset weights of the mixture
+    num_workers: int = 0  # DataLoader worker processes (the stream is the same for any number)
+    max_bad_fraction: float = 0.01  # import: stop past this fraction of malformed records
+
+    def __post_init__(self) -> None:
+        if self.max_text_len < 3:
+            raise ConfigError(f"data.max_text_len: {self.max_text_len}; needs room for [CLS], one piece and [SEP] (>= 3)")
+        if self.max_regions < 1:
+            raise ConfigError(f"data.max_regions: {self.max_regions}; must be >= 1")
+        if self.sampling not in SAMPLING:
+            raise ConfigError(f"data.sampling: {self.sampling!r}; valid: {', '.join(SAMPLING)}")
+        if self.weights is not None and (not self.weights or any(w < 0 for w in self.weights) or sum(self.weights) <= 0):
+            raise ConfigError(f"data.weights: {self.weights}; give one non-negative weight per dataset, not all zero")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers: {self.num_workers}; must be >= 0")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ConfigError(f"data.max_bad_fraction: {self.max_bad_fraction}; must be in [0, 1]")

@@ -1,0 +1,111 @@
+"""``mmtlab data import``: captions in a researcher's format + precomputed region features -> an mmtlab store.
+
+Captions are read first (annotation files are small next to features), then the features are streamed once,
+and each image that has captions is written with them. Images are never held in memory together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import ConfigError
+from .features import FEATURE_READERS, FeatureWidth, feature_format
+from .readers import CAPTION_READERS, BadRecords
+from .store import DataError, StoreWriter
+
+
+def _exists(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DataError(f"{path}: not found ({what})")
+    return path
+
+
+def import_dataset(
+    fmt: str,
+    annotations: str | Path,
+    features: str | Path | None,
+    out: str | Path,
+    split: str | None = None,
+    feat_dim: int | None = None,
+    features_format: str | None = None,
+    max_bad_fraction: float = 0.01,
+    progress: bool = False,
+) -> Path:
+    """Convert ``annotations`` (format ``fmt``, see :data:`CAPTION_READERS`) and ``features`` (bottom-up TSV, a
+    directory of ``.npz``, HDF5 or WebDataset shards; guessed from the path unless ``features_format``) into the
+    store ``out``. ``split`` keeps only that split when the annotations have splits, and names the split
+    otherwise (default ``train``). Malformed records are skipped and counted; past ``max_bad_fraction`` of a
+    file the import stops with a :class:`DataError` listing the first ones. Returns the store path; its
+    ``meta["import"]`` holds the counts."""
+    if fmt not in CAPTION_READERS:
+        raise ConfigError(f"--format {fmt!r}; valid formats: {', '.join(CAPTION_READERS)}")
+    annotations = _exists(Path(annotations), "--annotations")
+    if features is None:
+        if fmt != "webdataset":
+            raise ConfigError(f"--features is required for --format {fmt} (region features: {', '.join(FEATURE_READERS)})")
+        features = annotations
+    features = _exists(Path(features), "--features")
+    ffmt = features_format or feature_format(features)
+    if ffmt not in FEATURE_READERS:
+        raise ConfigError(f"--features-format {ffmt!r}; valid: {', '.join(FEATURE_READERS)}")
+
+    bad_captions = BadRecords(annotations, max_bad_fraction)
+    captions: dict[str, tuple[str, list[str]]] = {}
+    for c in CAPTION_READERS[fmt](annotations, bad_captions):
+        if split is not None and c.split is not None and c.split != split:
+            continue
+        captions.setdefault(c.key, (c.split or split or "train", []))[1].append(c.text)
+    bad_captions.check()
+    if not captions:
+        have = f" (no image in split {split!r})" if split else ""
+        raise DataError(f"{annotations}: no usable captions{have}")
+
+    bad_features = BadRecords(features, max_bad_fraction)
+    width = FeatureWidth(features, feat_dim)
+    writer: StoreWriter | None = None
+    done: set[str] = set()
+    feature_keys: list[str] = []
+    records = FEATURE_READERS[ffmt](features, bad_features, width)
+    if progress:
+        from tqdm import tqdm
+
+        records = tqdm(records, desc="import", unit="img")
+    try:
+        for r in records:
+            bad_features.check(final=False)
+            if len(feature_keys) < 3:
+                feature_keys.append(r.key)
+            if r.key not in captions:
+                continue
+            if r.key in done:
+                bad_features.bad.append((f"image {r.key}", "duplicate features for this image (kept the first)"))
+                continue
+            if writer is None:
+                n_classes = None if r.cls is None else r.cls.shape[1]
+                meta = {"style": fmt, "source": {"annotations": str(annotations), "features": str(features)}}
+                writer = StoreWriter(out, r.feats.shape[1], n_classes, meta=meta)
+            if writer.n_classes and r.cls is not None and r.cls.shape[1] != writer.n_classes:
+                raise DataError(f"{features}: image {r.key} has {r.cls.shape[1]} class scores, earlier images {writer.n_classes}")
+            split_name, texts = captions[r.key]
+            idx = writer.add_image(r.feats, r.boxes, r.cls, split=split_name, key=r.key)
+            for t in texts:
+                writer.add_caption(idx, t)
+            done.add(r.key)
+        bad_features.check()
+        if writer is None:
+            raise DataError(
+                f"no image of {annotations} has features in {features}: caption keys look like "
+                f"{list(captions)[:3]}, feature keys like {feature_keys}"
+            )
+        writer.meta["import"] = {
+            "format": fmt,
+            "features_format": ffmt,
+            "images_without_features": len(captions) - len(done),
+            "captions": bad_captions.summary(),
+            "features": bad_features.summary(),
+        }
+        return writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise

@@ -1,0 +1,319 @@
+"""Zero-shot retrieval on a store: wire the scorers to the data layer and produce the results contract.
+
+:func:`evaluate_retrieval` scores a model on a store (view); :func:`check_scorer` says whether a trained run
+can honestly use a scorer (an ITM head that was trained, embeddings that were trained). The command line
+(:mod:`mmtlab.eval.cli`) loads runs and writes ``RESULTS.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .metrics import EvalError, retrieval_metrics
+from .scorers import (
+    dual_scores,
+    embeddings,
+    encode_images,
+    encode_texts,
+    exhaustive_scores,
+    fingerprint,
+    model_device,
+    rerank_scores,
+)
+
+SCORERS = ("exhaustive", "rerank", "dual")
+PROTOCOLS = ("zero-shot", "fine-tuned")
+
+
+# ------------------------------------------------------------------------------------ what a run can do
+def itm_trained(cfg) -> bool:
+    """Whether run config ``cfg`` trained the cross-encoder's ITM head (classification, or the contrastive
+    loss over the cross-encoder's match logit)."""
+    return cfg.loss.weight("itm") > 0 or (cfg.loss.weight("itm-contrastive") > 0 and not cfg.model.is_dual)
+
+
+def embedding_trained(cfg) -> bool:
+    """Whether ``cfg`` trained the projection embeddings: ``itc`` (a cross-encoder's unimodal view) or the
+    contrastive loss of an all-``U`` (dual) model."""
+    return cfg.loss.weight("itc") > 0 or (cfg.loss.weight("itm-contrastive") > 0 and cfg.model.is_dual)
+
+
+def _loss_desc(cfg) -> str:
+    return f"preset {cfg.preset}, loss {cfg.loss.name} ({', '.join(cfg.loss.active)})"
+
+
+def check_scorer(cfg, scorer: str, shortlist_cfg=None, finetuned: bool = False) -> None:
+    """Raise :class:`EvalError` when the run with config ``cfg`` cannot give an honest number with ``scorer``
+    (``finetuned``: the run was fine-tuned for retrieval, which trains its ITM head)."""
+    if scorer not in SCORERS:
+        raise EvalError(f"unknown scorer {scorer!r}; valid: {', '.join(SCORERS)}")
+    if scorer in ("exhaustive", "rerank") and not (itm_trained(cfg) or finetuned):
+        raise EvalError(
+            f"scorer {scorer!r} ranks by the ITM head, but this run never trained it ({_loss_desc(cfg)}); "
+            "use --scorer dual" + ("" if embedding_trained(cfg) else " on a run trained with a contrastive loss")
+        )
+    if scorer == "dual" and not embedding_trained(cfg):
+        raise EvalError(
+            f"scorer 'dual' needs trained embeddings, but this run has none ({_loss_desc(cfg)}); "
+            "use --scorer exhaustive, or train with loss.weights.itc=1 (or a contrastive all-U model)"
+        )
+    if scorer == "dual" and shortlist_cfg is not None:
+        raise EvalError("--shortlist is for --scorer rerank; the dual scorer uses the run's own embeddings")
+    if scorer == "rerank":
+        if shortlist_cfg is not None and not embedding_trained(shortlist_cfg):
+            raise EvalError(f"the --shortlist run has no trained embeddings ({_loss_desc(shortlist_cfg)}); "
+                            "give a dual-encoder run such as preset baseline")
+        if shortlist_cfg is None and not embedding_trained(cfg):
+            raise EvalError(
+                f"rerank needs shortlist embeddings, but this run has none ({_loss_desc(cfg)}); pass "
+                "--shortlist RUN2 (a dual-encoder run, e.g. preset baseline) or train with loss.weights.itc=1"
+            )
+
+
+# ------------------------------------------------------------------------------------------- batches
+def _text_batches(store, tokenizer, batch_size: int, max_text_len: int):
+    """A callable yielding (indices, text_ids, text_mask), captions sorted by token length (little padding)."""
+    from ..data.collate import collate_texts
+
+    captions = list(store.captions)
+    lengths = torch.tensor([len(e.ids) for e in tokenizer.encode_batch(captions)])
+    order = torch.argsort(lengths, descending=True, stable=True)
+
+    def batches():
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            b = collate_texts(tokenizer, [captions[i] for i in idx.tolist()], max_text_len)
+            yield idx, b["text_ids"], b["text_mask"]
+
+    return batches
+
+
+def _image_batches(store, batch_size: int, max_regions: int, pixels: bool):
+    from ..data.collate import collate_images
+
+    def batches():
+        for s in range(0, store.n_images, batch_size):
+            idx = torch.arange(s, min(s + batch_size, store.n_images))
+            b = collate_images(store, idx.tolist(), max_regions, with_pixels=pixels)
+            yield idx, {k: v for k, v in b.items() if k != "img_cls"}
+
+    return batches
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="pair", unit_scale=True, desc="scoring", disable=not enabled, dynamic_ncols=True)
+
+
+def _dist() -> tuple[int, int, Any]:
+    """(rank, world size, barrier) of the default process group, or (0, 1, None)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size(), torch.distributed.barrier
+    return 0, 1, None
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+@torch.inference_mode()
+def evaluate_retrieval(
+    model,
+    store,
+    scorer: str = "exhaustive",
+    k: int = 128,
+    *,
+    shortlist_model=None,
+    embed_layers: int | None = None,
+    tokenizer=None,
+    batch_size: int | None = None,
+    encode_batch_size: int = 256,
+    chunk_size: int = 256,
+    max_text_len: int = 40,
+    max_regions: int = 36,
+    work_dir: str | Path | None = None,
+    work_meta: dict | None = None,
+    protocol: str = "zero-shot",
+    progress: bool = True,
+) -> dict:
+    """Retrieval results (DESIGN.md §7) of ``model`` on ``store`` (a split view).
+
+    ``scorer``: ``exhaustive`` (every pair, ITM match log-odds), ``rerank`` (shortlist of ``k`` by embedding
+    cosine, then the ITM head) or ``dual`` (embedding cosine). Embeddings come from ``shortlist_model`` when
+    given (a dual encoder), else from ``model``'s projection head on its unimodal view with ``embed_layers``
+    layers (default: all). ``batch_size`` is pairs per forward (default 4096 on CUDA, 512 on CPU).
+    ``work_dir`` keeps exhaustive score chunks so an interrupted run resumes; they are reused only for the same
+    weights (a fingerprint), split size and input limits, plus whatever ``work_meta`` adds.
+    Under ``torchrun`` (an initialised process group) the exhaustive scorer splits the captions over ranks.
+    This function does not check that the model's heads were trained: see :func:`check_scorer`.
+    """
+    if scorer not in SCORERS:
+        raise EvalError(f"unknown scorer {scorer!r}; valid: {', '.join(SCORERS)}")
+    if protocol not in PROTOCOLS:
+        raise EvalError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    nc, ni = len(store), store.n_images
+    if nc == 0 or ni == 0:
+        raise EvalError(f"empty split: {nc} captions, {ni} images in {store!r}")
+    if tokenizer is None:
+        from ..data.tokenizer import get_tokenizer
+
+        tokenizer = get_tokenizer()
+    model.eval()
+    device = model_device(model)
+    batch_size = batch_size or (4096 if device.type == "cuda" else 512)
+    rank, world, barrier = _dist()
+    pixels = model.config.image_input == "pixels"
+    texts = _text_batches(store, tokenizer, encode_batch_size, max_text_len)
+    images = _image_batches(store, encode_batch_size, max_regions, pixels)
+    caption_image = torch.as_tensor(store.caption_image)
+
+    start = time.perf_counter()
+    result: dict[str, Any] = {"protocol": protocol, "scorer": scorer}
+    notes: list[str] = []
+    if scorer == "exhaustive":
+        t, v = encode_texts(model, texts, nc), encode_images(model, images, ni)
+        meta = {**(work_meta or {}), "weights": fingerprint(model), "max_text_len": max_text_len,
+                "max_regions": max_regions, "device_type": device.type}  # what must match to reuse saved chunks
+        with _progress_bar(nc * ni, progress and rank == 0) as bar:
+            scores, scored = exhaustive_scores(
+                model, t, v, batch_size, chunk_size=chunk_size, work_dir=Path(work_dir) if work_dir else None,
+                meta=meta, rank=rank, world_size=world, progress=bar, barrier=barrier,
+            )  # fmt: skip
+        metrics = retrieval_metrics(scores, caption_image)
+        pairs = nc * ni
+        result["score"] = "ITM match log-odds, every pair"
+        if world == 1 and scored < pairs:
+            notes.append(f"resumed: {pairs - scored} of {pairs} pairs read from {work_dir}")
+        if world > 1:
+            notes.append(f"captions split over {world} ranks (pairs/s estimated from rank 0)")
+            scored *= world
+    else:
+        emb_model = shortlist_model if shortlist_model is not None else model
+        emb_model.eval()
+        n_layers = None if shortlist_model is not None else embed_layers
+        if not emb_model.config.is_dual and n_layers is None:
+            n_layers = emb_model.config.layers
+        te, ie = embeddings(emb_model, texts, images, nc, ni, n_layers=n_layers)
+        sim = dual_scores(te, ie)  # (Nc, Ni)
+        source = "shortlist run" if shortlist_model is not None else "this run"
+        embedding = {
+            "source": source,
+            "schedule": emb_model.config.schedule,
+            "layers": n_layers if n_layers is not None else emb_model.config.layers,
+            "what": "cosine of proj.embed_text([CLS]) and proj.embed_image(global token)"
+            + ("" if emb_model.config.is_dual else " on the unimodal view (layers run as U)"),
+        }
+        if scorer == "dual":
+            metrics = retrieval_metrics(sim, caption_image)
+            pairs = scored = 0
+            result["score"] = "embedding cosine"
+            result["embedding"] = embedding
+        else:
+            t, v = encode_texts(model, texts, nc), encode_images(model, images, ni)
+            with _progress_bar(nc * min(k, ni) + ni * min(k, nc), progress and rank == 0) as bar:
+                rr = rerank_scores(model, t, v, sim, k, batch_size, progress=bar)
+            m_t2i = retrieval_metrics(rr.text_to_image, caption_image)
+            m_i2t = retrieval_metrics(rr.image_to_text, caption_image)
+            metrics = {**m_t2i, "image_to_text": m_i2t["image_to_text"]}
+            pairs = scored = rr.pairs_scored
+            result.update(k=k, shortlist=embedding, score=f"ITM match log-odds of the top {k} by embedding cosine")
+            if k < 10:
+                notes.append(f"k={k} < 10: ranks beyond {k} come from the embedding similarity alone")
+    seconds = time.perf_counter() - start
+    notes = metrics.pop("notes") + notes
+    result.update(
+        n_images=metrics.pop("n_images"),
+        n_captions=metrics.pop("n_captions"),
+        **metrics,
+        seconds=round(seconds, 3),
+        pairs_scored=pairs,
+        pairs_total=nc * ni,
+        pairs_per_second=round(scored / seconds, 1) if scored else None,
+        device=str(device),
+        precision="bf16 autocast" if device.type == "cuda" else "fp32",
+        notes=notes,
+    )
+    return result
+
+
+
+# ---------------------------------------------------------------------------------------------- a run
+def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = None, split: str = "test",
+                 scorer: str = "exhaustive", k: int = 128, shortlist: str | Path | None = None,
+                 batch_size: int | None = None, device: str = "auto", progress: bool = True) -> dict:
+    """``mmtlab eval retrieval``: evaluate the finished run ``run`` on split ``split`` of store ``data``.
+
+    Checks that the run can honestly use ``scorer`` (:func:`check_scorer`), writes the results JSON to ``out``
+    (rank 0) with the run, preset, data and split added, and keeps the exhaustive score chunks in
+    ``OUT.scores/`` (an interrupted evaluation resumes from them). Returns the results.
+    """
+    from ..data.store import open_store
+    from ..train.trainer import init_distributed, load_run, pick_device
+    from .finetune import finetune_info
+
+    run = Path(run)
+    d = init_distributed("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+    try:
+        dev = pick_device(device, d.local_rank)
+        model, cfg = load_run(run, map_location=dev)
+        tuned = finetune_info(run)
+        short_model = short_cfg = None
+        if shortlist is not None:
+            short_model, short_cfg = load_run(shortlist, map_location=dev)
+        check_scorer(cfg, scorer, short_cfg, finetuned=tuned is not None)
+        store = open_store(data).split(split)
+        for m, name in ((model, str(run)), (short_model, str(shortlist))):
+            if m is not None and m.config.image_input == "regions" and m.config.feat_dim != store.meta["feat_dim"]:
+                raise EvalError(f"{data}: region features of width {store.meta['feat_dim']}, but run {name} has "
+                                f"model.feat_dim={m.config.feat_dim}")
+        work_dir = Path(str(out) + ".scores") if out is not None and scorer == "exhaustive" else None
+        work_meta = {"run": str(run.resolve()), "data": str(Path(data).resolve()), "split": split}
+        result = evaluate_retrieval(
+            model, store, scorer, k, shortlist_model=short_model, batch_size=batch_size,
+            max_text_len=cfg.data.max_text_len, max_regions=cfg.data.max_regions, work_dir=work_dir,
+            work_meta=work_meta, protocol="fine-tuned" if tuned else "zero-shot", progress=progress,
+        )  # fmt: skip
+    finally:
+        if d.owned:
+            torch.distributed.destroy_process_group()
+    header = {"run": str(run), "preset": cfg.preset, "scale": cfg.scale, "schedule": cfg.model.schedule,
+              "loss": cfg.loss.name, "data": str(data), "split": split}
+    if shortlist is not None:
+        header["shortlist_run"] = str(shortlist)
+    if tuned:
+        header["finetuned_from"] = tuned["from_run"]
+    if any(Path(p).resolve() == Path(data).resolve() for p in cfg.data_dirs):
+        result["notes"].append(f"{data} is one of this run's training stores: the evaluated split may have been seen")
+    result = {**{k: result[k] for k in ("protocol", "scorer")}, **header, **result}
+    if out is not None and d.rank == 0:
+        write_json(result, Path(out))
+    return result
+
+
+def write_json(obj: dict, path: Path) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def results_table(result: dict) -> str:
+    """The results as a small plain-text table (what ``mmtlab eval retrieval`` prints)."""
+    cols = ("R@1", "R@5", "R@10", "median_rank", "mean_rank")
+    lines = [f"{'direction':<14}" + "".join(f"{c:>12}" for c in cols)]
+    for key, name in (("text_to_image", "text->image"), ("image_to_text", "image->text")):
+        lines.append(f"{name:<14}" + "".join(f"{result[key][c]:>12.2f}" for c in cols))
+    pairs = f"{result['pairs_scored']:,} of {result['pairs_total']:,} pairs cross-encoded"
+    rate = f", {result['pairs_per_second']:,.0f} pairs/s" if result.get("pairs_per_second") else ""
+    lines.append(f"{result['protocol']}, scorer {result['scorer']}: {result['n_captions']} captions x "
+                 f"{result['n_images']} images, {pairs}, {result['seconds']:.1f} s{rate}")
+    lines += [f"note: {n}" for n in result["notes"]]
+    return "\n".join(lines)
+
+
+__all__ = ["SCORERS", "evaluate_retrieval", "evaluate_run", "check_scorer", "itm_trained", "embedding_trained",
+           "results_table", "write_json"]

@@ -1,0 +1,218 @@
+"""Study reports, regenerated from the cell records: ``results.csv``, ``results.md`` (one table per comparison
+and a verdict per claim) and PNG plots (text→image R@1 per axis value with the seed spread)."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .grid import AXES, Claim, Grid
+
+METRICS = [("text_to_image", "R@1"), ("text_to_image", "R@5"), ("text_to_image", "R@10"), ("text_to_image", "median_rank"),
+           ("image_to_text", "R@1"), ("image_to_text", "R@5"), ("image_to_text", "R@10")]  # fmt: skip
+MIN_MARGIN = 1.0  # R@1 points: a difference smaller than this (or than 2 seed std) is not a difference
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def group(records: list[dict], key: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for r in records:
+        out.setdefault(tuple(r[k] for k in key), []).append(r)
+    return out
+
+
+def r1(records: list[dict]) -> list[float]:
+    return [r["results"]["text_to_image"]["R@1"] for r in records]
+
+
+def comparison_rows(grid: Grid, records: dict[str, dict]) -> dict[str, list[dict[str, Any]]]:
+    """Per comparison: one row per (data, preset, loss), metrics averaged over seeds."""
+    tables = {}
+    for comp in grid.comparisons:
+        recs = [records[c.key] for c in comp.cells if c.key in records]
+        rows = []
+        for (d, p, lo), rs in group(recs, AXES).items():
+            row: dict[str, Any] = {"data": d, "preset": p, "loss": lo, "seeds": len(rs)}
+            for direction, metric in METRICS:
+                row[f"{direction}/{metric}"] = _mean_std([r["results"][direction][metric] for r in rs])
+            row["scorer"] = rs[0]["results"].get("scorer")
+            row["chance"] = 100.0 / rs[0]["results"]["n_images"]
+            rows.append(row)
+        tables[comp.name] = rows
+    return tables
+
+
+def select(grid: Grid, records: dict[str, dict], sel: dict[str, str]) -> list[dict]:
+    comp = next(c for c in grid.comparisons if c.name == sel["comparison"])
+    return [records[c.key] for c in comp.cells if c.key in records and all(getattr(c, a) == sel[a] for a in AXES if a in sel)]
+
+
+def verdict(grid: Grid, records: dict[str, dict], claim: Claim) -> dict[str, Any]:
+    """Is ``claim`` supported? ``better`` must beat ``worse`` in mean text→image R@1 by more than the margin
+    (max of 1 point and twice the larger seed std); a ``not_better`` claim holds unless it does."""
+    a, b = r1(select(grid, records, claim.better)), r1(select(grid, records, claim.worse))
+    if not a or not b:
+        return {"claim": claim.text, "verdict": "not evaluated (cells missing)", "better": a, "worse": b}
+    (ma, sa), (mb, sb) = _mean_std(a), _mean_std(b)
+    margin = max(MIN_MARGIN, 2 * max(sa, sb))
+    beats = ma - mb > margin
+    supported = beats if claim.kind == "better" else not beats
+    return {
+        "claim": claim.text, "kind": claim.kind, "supported": supported,
+        "verdict": "supported" if supported else "not supported",
+        "better": {"cells": claim.better, "mean": ma, "std": sa, "n": len(a)},
+        "worse": {"cells": claim.worse, "mean": mb, "std": sb, "n": len(b)},
+        "difference": ma - mb, "margin": margin,
+    }  # fmt: skip
+
+
+def _fmt(ms: tuple[float, float], seeds: int) -> str:
+    m, s = ms
+    return f"{m:.1f} ± {s:.1f}" if seeds > 1 else f"{m:.1f}"
+
+
+def _label(sel: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sel.items() if k != "comparison")
+
+
+def write_csv(records: dict[str, dict], path: Path) -> None:
+    fields = ["key", "data", "preset", "loss", "seed", "scorer", "n_images", "n_captions"]
+    fields += [f"{d}/{m}" for d, m in METRICS] + ["train_seconds", "eval_seconds", "train_samples_per_s"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in records.values():
+            res = r["results"]
+            row = {k: r.get(k) for k in fields if k in r}
+            row.update(scorer=res.get("scorer"), n_images=res["n_images"], n_captions=res["n_captions"])
+            row.update({f"{d}/{m}": res[d][m] for d, m in METRICS})
+            w.writerow(row)
+
+
+def markdown(grid: Grid, records: dict[str, dict], properties: dict[str, dict[str, float]] | None = None) -> str:
+    tables = comparison_rows(grid, records)
+    total = sum(r["train_seconds"] + r["eval_seconds"] for r in records.values())
+    lines = [f"# Study `{grid.name}`", ""]
+    lines.append(
+        f"Scale `{grid.scale}`, seeds {grid.seeds}, evaluation: zero-shot retrieval on `{grid.eval['data']}` "
+        f"(split `{grid.eval['split']}`, scorer `{grid.eval['scorer']}`). {len(records)}/{len(grid.cells)} cells finished, "
+        f"{total / 60:.1f} min of training + evaluation. Values are mean ± std over seeds (text→image = image retrieval)."
+    )
+    for comp in grid.comparisons:
+        rows = tables[comp.name]
+        lines += ["", f"## {comp.name} (varying {comp.axis})", ""]
+        extra = ["noise", "similarity"] if comp.axis == "data" and properties else []
+        head = ["data", "preset", "loss", *extra, "T→I R@1", "T→I R@5", "T→I R@10", "T→I med. rank", "I→T R@1", "I→T R@5", "I→T R@10"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in rows:
+            props = properties.get(row["data"], {}) if properties else {}
+            cells = [f"`{row['data']}`", f"`{row['preset']}`", f"`{row['loss']}`"]
+            cells += [f"{props.get(k, float('nan')):.2f}" for k in extra]
+            cells += [_fmt(row[f"{d}/{m}"], row["seeds"]) for d, m in METRICS]
+            lines.append("| " + " | ".join(cells) + " |")
+        if rows:
+            lines.append(f"\nChance R@1: {rows[0]['chance']:.1f}%. Plot: `{comp.name}.png`.")
+    if grid.claims:
+        lines += ["", "## The paper's claims", ""]
+        for v in (verdict(grid, records, c) for c in grid.claims):
+            if "supported" not in v:
+                lines.append(f"- **{v['claim']}**: {v['verdict']}.")
+                continue
+            b, w = v["better"], v["worse"]
+            lines.append(
+                f"- **{v['claim']}**: **{v['verdict']}** by this run — {_label(b['cells'])}: R@1 {b['mean']:.1f}"
+                f" (n={b['n']}, std {b['std']:.1f}) vs {_label(w['cells'])}: {w['mean']:.1f} (n={w['n']}, std {w['std']:.1f});"
+                f" difference {v['difference']:+.1f} points, margin {v['margin']:.1f}."
+            )
+        if len(grid.seeds) == 1:
+            lines.append("\nOne seed per cell: the margin is the 1-point floor, not a measured spread; treat verdicts as indicative.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(grid: Grid, records: dict[str, dict], root: Path, properties: dict[str, dict[str, float]] | None = None) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for comp in grid.comparisons:
+        rows = comparison_rows(grid, records)[comp.name]
+        if not rows:
+            continue
+        labels = [r[comp.axis] for r in rows]
+        means = [r["text_to_image/R@1"][0] for r in rows]
+        stds = [r["text_to_image/R@1"][1] for r in rows]
+        fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(rows) + 2), 3.6))
+        ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color="#4c72b0")
+        ax.axhline(rows[0]["chance"], color="grey", ls="--", lw=1, label="chance")
+        ax.set_xticks(range(len(rows)), labels, rotation=35, ha="right")
+        ax.set_ylabel("text→image R@1 (%)")
+        ax.set_title(f"{grid.name}: {comp.name}")
+        ax.legend()
+        fig.tight_layout()
+        path = root / f"{comp.name}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+        if comp.axis == "data" and properties:
+            fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), sharey=True)
+            for ax, prop in zip(axes, ("similarity", "noise")):
+                xs = [properties.get(r["data"], {}).get(prop, float("nan")) for r in rows]
+                ax.scatter(xs, means)
+                for x, y, lab in zip(xs, means, labels):
+                    ax.annotate(lab, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.set_xlabel({"similarity": "language similarity to the test set", "noise": "caption noise"}[prop])
+            axes[0].set_ylabel("text→image R@1 (%)")
+            fig.tight_layout()
+            path = root / f"{comp.name}-properties.png"
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+            paths.append(path)
+    return paths
+
+
+def dataset_properties(grid: Grid, root: Path) -> dict[str, dict[str, float]]:
+    """Noise and language similarity to the evaluation set of each training dataset (mixtures: pair-weighted)."""
+    from ..data import open_store
+    from ..data.stats import language_similarity
+    from .runner import dataset_dir
+
+    def store_dir(name: str) -> Path:
+        spec = grid.datasets[name]
+        return Path(spec["dir"]) if "dir" in spec else dataset_dir(root, name)
+
+    ref = open_store(store_dir(grid.eval["data"]))
+    single: dict[str, dict[str, float]] = {}
+    for name, spec in grid.datasets.items():
+        if "mix" in spec or name == grid.eval["data"] or not store_dir(name).exists():
+            continue
+        store = open_store(store_dir(name))
+        single[name] = {"noise": float(store.meta.get("noise", spec.get("noise", 0.0))),
+                        "similarity": language_similarity(store, ref), "pairs": float(len(store))}  # fmt: skip
+    props = dict(single)
+    for name, spec in grid.datasets.items():
+        members = [single[m] for m in spec.get("mix", []) if m in single]
+        if members:
+            n = sum(m["pairs"] for m in members)
+            props[name] = {k: sum(m[k] * m["pairs"] for m in members) / n for k in ("noise", "similarity")} | {"pairs": n}
+    return props
+
+
+def write_report(grid: Grid, root: str | Path, records: dict[str, dict] | None = None) -> Path:
+    """(Re)generate results.csv, results.md and the plots of the study in ``root``."""
+    from .runner import load_records
+
+    root = Path(root)
+    records = load_records(root) if records is None else records
+    properties = dataset_properties(grid, root) if any(c.axis == "data" for c in grid.comparisons) else None
+    write_csv(records, root / "results.csv")
+    plot(grid, records, root, properties)
+    path = root / "results.md"
+    path.write_text(markdown(grid, records, properties))
+    return path

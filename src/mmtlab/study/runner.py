@@ -1,0 +1,205 @@
+"""Run a study: build its datasets once, then train and evaluate each cell, skipping finished ones.
+
+Layout of a study directory::
+
+    DIR/grid.yaml                    the grid as run (its resolved form)
+    DIR/data/<dataset>/              generated synthetic-world stores
+    DIR/cells/<cell>/run/            the training run (resumable)
+    DIR/cells/<cell>/record.json     written last: the cell is finished
+    DIR/results.csv, results.md, *.png   (mmtlab study report DIR)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .grid import Cell, Grid
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def dataset_dir(root: Path, name: str) -> Path:
+    return root / "data" / name
+
+
+def prepare_data(grid: Grid, root: Path, log: Callable[[str], None] = print) -> dict[str, Path]:
+    """Generate (once) or locate every store the grid uses; returns name -> store directory."""
+    from ..data import open_store, synthesize
+
+    paths: dict[str, Path] = {}
+    for name, spec in grid.datasets.items():
+        if "mix" in spec:
+            continue
+        if "dir" in spec:
+            paths[name] = Path(spec["dir"])
+            open_store(paths[name])  # fails early, naming the path, if it is not a store
+            continue
+        out = dataset_dir(root, name)
+        if not (out / "meta.json").exists():
+            log(f"generating dataset {name}: style {spec['style']}, {spec.get('n', 'default')} images, noise {spec.get('noise', 0.0)}")
+            synthesize(out, style=spec["style"], n=spec.get("n"), noise=float(spec.get("noise", 0.0)),
+                       seed=int(spec.get("seed", 0)), split=spec.get("split"))  # fmt: skip
+        paths[name] = out
+    return paths
+
+
+def cell_overrides(grid: Grid, cell: Cell) -> dict[str, Any]:
+    overrides = {**grid.overrides, "train.seed": cell.seed}
+    spec = grid.datasets[cell.data]
+    if "mix" in spec:
+        overrides["data.sampling"] = spec.get("sampling", "instance")
+        if spec.get("weights") is not None:
+            overrides["data.weights"] = list(spec["weights"])
+    return overrides
+
+
+def _train_cell(grid: Grid, cell: Cell, data_dirs: list[Path], run_dir: Path, torchrun: int, progress: bool) -> None:
+    from ..train import make_run_config, train
+
+    overrides = cell_overrides(grid, cell)
+    overrides.setdefault("train.progress", progress)
+    resume = (run_dir / "checkpoint").exists()
+    if torchrun > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={torchrun}", "-m", "mmtlab.cli", "train"]
+        if resume:
+            cmd += ["--resume", str(run_dir)]
+        else:
+            cmd += ["--preset", cell.preset, "--loss", cell.loss, "--scale", grid.scale, "--out", str(run_dir)]
+            for d in data_dirs:
+                cmd += ["--data", str(d)]
+            cmd += [f"{k}={v}" for k, v in overrides.items()]
+        subprocess.run(cmd, check=True)
+        return
+    cfg = make_run_config(cell.preset, cell.loss, grid.scale, data_dirs=[str(d) for d in data_dirs], overrides=overrides)
+    train(cfg, run_dir, resume=resume)
+
+
+def _evaluate_cell(grid: Grid, run_dir: Path, eval_dir: Path, work_dir: Path, progress: bool) -> dict:
+    from ..data import open_store
+    from ..eval import evaluate_retrieval
+    from ..eval.retrieval import itm_trained
+    from ..train import load_run
+
+    model, cfg = load_run(run_dir)
+    store = open_store(eval_dir).split(grid.eval["split"])
+    scorer = grid.eval["scorer"]
+    if scorer != "dual" and cfg.model.is_dual and not itm_trained(cfg):
+        scorer = "dual"  # a dual encoder trained contrastively is scored by embedding similarity
+    return evaluate_retrieval(
+        model, store, scorer=scorer, k=int(grid.eval.get("k", 128)), max_text_len=cfg.data.max_text_len,
+        max_regions=cfg.data.max_regions, work_dir=work_dir, progress=progress,
+    )  # fmt: skip
+
+
+def run_cell(grid: Grid, cell: Cell, root: Path, paths: dict[str, Path], torchrun: int = 0, progress: bool = True) -> dict:
+    """Train + evaluate one cell (resuming an interrupted run) and write its record."""
+    cdir = root / "cells" / cell.key
+    cdir.mkdir(parents=True, exist_ok=True)
+    run_dir = cdir / "run"
+    data_dirs = [paths[n] for n in grid.train_datasets(cell.data)]
+    t0 = time.perf_counter()
+    if not _finished(run_dir):
+        _train_cell(grid, cell, data_dirs, run_dir, torchrun, progress)
+    t1 = time.perf_counter()
+    results = _evaluate_cell(grid, run_dir, paths[grid.eval["data"]], cdir / "scores", progress)
+    record = {
+        **dataclasses.asdict(cell),
+        "key": cell.key,
+        "results": results,
+        "train_seconds": round(t1 - t0, 1),
+        "eval_seconds": round(time.perf_counter() - t1, 1),
+        "train_samples_per_s": _throughput(run_dir),
+        "run": str(run_dir),
+    }
+    _write_json(cdir / "record.json", record)
+    shutil.rmtree(cdir / "scores", ignore_errors=True)
+    return record
+
+
+def _finished(run_dir: Path) -> bool:
+    """A run is finished when its metrics say it reached its last step."""
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        last = _last_metrics(run_dir)
+    except (OSError, ValueError):
+        return False
+    return last is not None and int(last.get("step", -1)) >= int(cfg["train"]["steps"])
+
+
+def _last_metrics(run_dir: Path) -> dict | None:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    last = None
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if "step" in row:
+                last = row
+    return last
+
+
+def _throughput(run_dir: Path) -> float | None:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()] if (run_dir / "metrics.jsonl").exists() else []
+    rates = [r["samples_per_s"] for r in rows if isinstance(r.get("samples_per_s"), (int, float))]
+    return round(sum(rates) / len(rates), 1) if rates else None
+
+
+def load_records(root: Path) -> dict[str, dict]:
+    records = {}
+    for path in sorted((root / "cells").glob("*/record.json")):
+        rec = json.loads(path.read_text())
+        records[rec["key"]] = rec
+    return records
+
+
+def run_study(grid: Grid, root: str | Path, torchrun: int = 0, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Run every unfinished cell of ``grid`` under ``root`` and write the report; returns the records."""
+    from .report import write_report
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "grid.yaml").write_text(yaml.safe_dump(grid_to_dict(grid), sort_keys=False))
+    paths = prepare_data(grid, root, log)
+    records = load_records(root)
+    cells = grid.cells
+    for i, cell in enumerate(cells, 1):
+        if cell.key in records:
+            log(f"[{i}/{len(cells)}] {cell.key}: done, skipped")
+            continue
+        log(f"[{i}/{len(cells)}] {cell.key}: training + evaluation")
+        records[cell.key] = run_cell(grid, cell, root, paths, torchrun, progress)
+        r1 = records[cell.key]["results"]["text_to_image"]["R@1"]
+        log(f"[{i}/{len(cells)}] {cell.key}: text->image R@1 {r1:.1f}%")
+    write_report(grid, root, records)
+    return records
+
+
+def grid_to_dict(grid: Grid) -> dict:
+    """The grid in its YAML form (as :func:`mmtlab.study.grid.parse_grid` reads it)."""
+    comparisons = {}
+    for comp in grid.comparisons:
+        seen = []
+        for c in comp.cells:
+            item = {"data": c.data, "preset": c.preset, "loss": c.loss}
+            if item not in seen:
+                seen.append(item)
+        comparisons[comp.name] = {"axis": comp.axis, "extra": seen}
+    return {
+        "name": grid.name, "scale": grid.scale, "seeds": grid.seeds, "overrides": grid.overrides, "eval": grid.eval,
+        "datasets": grid.datasets, "comparisons": comparisons,
+        "claims": [dataclasses.asdict(c) for c in grid.claims],
+    }  # fmt: skip

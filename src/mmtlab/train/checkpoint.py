@@ -1,0 +1,108 @@
+"""Checkpoints: written atomically, read without executing pickled code.
+
+``RUN/checkpoint/`` holds one complete checkpoint:
+
+- ``model.safetensors``: the weights
+- ``state.pt``: optimizer, scheduler, RNG states, step and data position (plain tensors and containers:
+  read with ``torch.load(..., weights_only=True)``)
+- ``meta.json``: step, samples seen, code version, time
+
+It is written to ``checkpoint.tmp/`` and swapped in by renames (the previous one is moved to
+``checkpoint.old/`` for the instant between the two renames); a crash at any point leaves one complete
+checkpoint that :func:`latest_checkpoint` finds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..config import ConfigError
+
+CKPT, TMP, OLD = "checkpoint", "checkpoint.tmp", "checkpoint.old"
+
+
+def code_version() -> dict:
+    """mmtlab's version and, when running from a git checkout, the commit (``+dirty`` with local changes)."""
+    from .. import __version__
+
+    version = {"mmtlab": __version__, "torch": torch.__version__}
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return version
+    if commit.returncode == 0:
+        version["git"] = commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    return version
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """``model``'s state dict as safetensors, atomically (temporary name, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load safetensors weights into ``model``; a key or shape mismatch is a one-line ConfigError."""
+    state = load_file(str(path), device=str(next(model.parameters()).device))
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise ConfigError(f"{path}: weights do not fit this model ({what}); the run's config.yaml and weights disagree")
+    for k, v in state.items():
+        if v.shape != own[k].shape:
+            raise ConfigError(f"{path}: {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+    model.load_state_dict(state)
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict, meta: dict) -> None:
+    """Write a complete checkpoint atomically (see the module docstring)."""
+    tmp, final, old = run_dir / TMP, run_dir / CKPT, run_dir / OLD
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_weights(model, tmp / "model.safetensors")
+    torch.save(state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps({**meta, "time": time.time(), "code": code_version()}, indent=1))
+    _fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    tmp.rename(final)
+    _fsync_dir(run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    for f in [*path.iterdir(), path] if path.is_dir() else [path]:
+        if f.is_file() or f == path:
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The complete checkpoint of ``run_dir``: ``checkpoint/``, or ``checkpoint.old/`` after a crash mid-swap."""
+    for name in (CKPT, OLD):
+        d = run_dir / name
+        if (d / "meta.json").is_file() and (d / "state.pt").is_file() and (d / "model.safetensors").is_file():
+            return d
+    return None
+
+
+def load_state(ckpt_dir: Path, map_location: str | torch.device = "cpu") -> dict:
+    """The non-weight state of a checkpoint (no pickled code is executed)."""
+    return torch.load(ckpt_dir / "state.pt", map_location=map_location, weights_only=True)

@@ -1,0 +1,208 @@
+"""The pretraining losses (DESIGN.md §2) and :class:`PretrainingLoss`, which combines a loss set.
+
+=====================  ==============================================================================
+term                   what
+=====================  ==============================================================================
+``itm``                cross-entropy of the ITM head on matched pairs and swapped-in negatives; with
+                       ``model.hloss`` the mean over the ITM heads of every layer
+``mlm``                cross-entropy at whole-word-masked positions of matched pairs
+``mrm-kl``             KL(region class distribution || prediction) at masked regions of matched pairs
+``mrm-cls``            cross-entropy to the argmax class at those regions
+``mrm-reg``            mean squared error to the original (unmasked) feature at those regions
+``itm-contrastive``    InfoNCE: cross-encoders over the match logit of 1 positive + K in-batch negatives;
+                       dual models (all ``U``) over embedding similarity with all in-batch negatives of
+                       every process (gathered with gradients), symmetric
+``itc``                the dual InfoNCE on the *unimodal view* of any model (not in the paper's loss sets)
+=====================  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..config import ConfigError
+from .config import MRM_TERMS, LossConfig
+from .masking import IMAGE_KEYS, TEXT_KEYS, image_ids, itm_negatives, mask_regions, mask_words
+
+MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on the learned temperature
+
+
+def _empty_safe(loss_fn, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``loss_fn(pred, target)`` averaged over rows; 0 (still attached to the graph) when there is no row."""
+    if pred.shape[0] == 0:
+        return pred.sum() * 0.0
+    return loss_fn(pred.float(), target)
+
+
+def itm_loss(out: dict, labels: torch.Tensor) -> torch.Tensor:
+    """ITM cross-entropy; with per-layer heads (``itm_logits_per_layer`` (L, B, 2)) the mean over layers."""
+    if "itm_logits_per_layer" in out:
+        per_layer = out["itm_logits_per_layer"]  # (L, B, 2)
+        L = per_layer.shape[0]
+        return F.cross_entropy(per_layer.float().flatten(0, 1), labels.repeat(L))
+    return F.cross_entropy(out["itm_logits"].float(), labels)
+
+
+def mlm_loss(mlm_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """mlm_logits (N, V) at the masked positions, targets (N,) the original ids."""
+    return _empty_safe(F.cross_entropy, mlm_logits, targets)
+
+
+def mrm_kl_loss(mrm_logits: torch.Tensor, target_dist: torch.Tensor) -> torch.Tensor:
+    """KL(target || softmax(logits)), averaged over masked regions. target_dist (N, C) is renormalised."""
+    target = target_dist.float() / target_dist.float().sum(-1, keepdim=True).clamp_min(1e-12)
+
+    def kl(pred: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        return F.kl_div(F.log_softmax(pred, -1), tgt, reduction="batchmean")
+
+    return _empty_safe(kl, mrm_logits, target)
+
+
+def mrm_cls_loss(mrm_logits: torch.Tensor, target_dist: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the most likely class of each masked region."""
+    return _empty_safe(F.cross_entropy, mrm_logits, target_dist.argmax(-1))
+
+
+def mrm_reg_loss(mrm_feats: torch.Tensor, target_feats: torch.Tensor) -> torch.Tensor:
+    """Mean squared error (over regions and feature dims) to the original features."""
+    return _empty_safe(F.mse_loss, mrm_feats, target_feats.float())
+
+
+def _gather(x: torch.Tensor, with_grad: bool) -> tuple[torch.Tensor, int]:
+    """Concatenate ``x`` from every process (rank order) and return it with this rank's row offset."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    if with_grad:
+        from torch.distributed.nn.functional import all_gather
+
+        parts = all_gather(x)
+    else:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+    return torch.cat(parts), dist.get_rank() * x.shape[0]
+
+
+def dual_contrastive_loss(
+    text_emb: torch.Tensor, img_emb: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Symmetric InfoNCE over ``text_emb @ img_emb.T * logit_scale`` with every in-batch negative of every
+    process. text_emb, img_emb: (B, P), L2-normalised; row ``i`` of both is a matched pair. ``ids`` (B,)
+    identifies images: another pair of the same image is not used as a negative."""
+    all_text, offset = _gather(text_emb, with_grad=True)  # (W*B, P)
+    all_img, _ = _gather(img_emb, with_grad=True)
+    scale = logit_scale.clamp(max=MAX_LOGIT_SCALE)
+    B = text_emb.shape[0]
+    targets = offset + torch.arange(B, device=text_emb.device)  # (B,)
+    t2i = scale * text_emb.float() @ all_img.float().T  # (B, W*B)
+    i2t = scale * img_emb.float() @ all_text.float().T
+    if ids is not None:
+        all_ids, _ = _gather(ids, with_grad=False)
+        false_neg = ids[:, None] == all_ids[None, :]  # (B, W*B)
+        false_neg[torch.arange(B), targets] = False
+        t2i = t2i.masked_fill(false_neg, float("-inf"))
+        i2t = i2t.masked_fill(false_neg, float("-inf"))
+    return (F.cross_entropy(t2i, targets) + F.cross_entropy(i2t, targets)) / 2
+
+
+def unimodal_embeddings(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each modality alone through all layers (run as ``U``), then the projection head: (B, P), (B, P).
+    For a dual model this is exactly the model's own ``text_emb`` / ``img_emb``."""
+    L = model.config.layers
+    t = model.encode_text(batch["text_ids"], batch["text_mask"], n_layers=L)  # (B, T, D)
+    v, _ = model.encode_image(batch, n_layers=L)  # (B, R, D)
+    return model.proj.embed_text(t[:, 0]), model.proj.embed_image(v[:, 0])
+
+
+def match_score(itm_logits: torch.Tensor) -> torch.Tensor:
+    """The match log-odds of ITM logits (..., 2): ranks pairs exactly as the match probability does."""
+    return itm_logits[..., 1].float() - itm_logits[..., 0].float()
+
+
+def cross_contrastive_loss(model: torch.nn.Module, batch: dict, k: int) -> torch.Tensor:
+    """InfoNCE over the cross-encoder's match score: each caption against its own image and
+    ``K = min(k, B - 1)`` other images of the batch (chosen at random; other pictures first). Runs the
+    model on ``B * (K + 1)`` pairs."""
+    B = batch["text_ids"].shape[0]
+    K = min(k, B - 1)
+    device = batch["text_ids"].device
+    if K < 1:
+        raise ValueError("itm-contrastive needs at least 2 pairs per micro-batch; raise train.micro_batch_size")
+    ids = image_ids(batch) if batch.get("image_index") is not None else torch.arange(B, device=device)
+    same = ids[:, None] == ids[None, :]  # (B, B), diagonal included
+    scores = torch.rand(B, B, device=device) + same.float()  # same picture sorts after every other one
+    scores.fill_diagonal_(3.0)
+    negs = scores.argsort(1)[:, :K]  # (B, K)
+    img_rows = torch.cat([torch.arange(B, device=device)[:, None], negs], 1)  # (B, K+1), column 0 = positive
+    txt_rows = torch.arange(B, device=device)[:, None].expand(B, K + 1)
+    pairs = {key: batch[key][txt_rows.flatten()] for key in TEXT_KEYS if batch.get(key) is not None}
+    pairs |= {key: batch[key][img_rows.flatten()] for key in IMAGE_KEYS if batch.get(key) is not None}
+    scores = match_score(model(pairs)["itm_logits"]).view(B, K + 1)
+    scores = scores.masked_fill(same.gather(1, img_rows) & (torch.arange(K + 1, device=device) > 0), float("-inf"))
+    return F.cross_entropy(scores, torch.zeros(B, dtype=torch.long, device=device))
+
+
+class PretrainingLoss:
+    """A loss set as a ``loss_fn(model, batch, step) -> (total, {term: loss})`` for :func:`mmtlab.train.train`.
+
+    One forward pass over the corrupted batch serves ITM, MLM and MRM: a fraction of pairs becomes ITM
+    negatives, then words and regions are masked in the pairs that are still matched. Contrastive terms run
+    their own passes on the clean batch. ``total`` is the weighted sum; ``terms`` holds every active term.
+    """
+
+    def __init__(self, cfg: LossConfig):
+        self.cfg = cfg
+
+    def __call__(self, model: torch.nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg, w = self.cfg, self.cfg.weight
+        terms: dict[str, torch.Tensor] = {}
+        if any(w(t) for t in ("itm", "mlm", *MRM_TERMS)):
+            terms.update(self.fused_terms(model, batch))
+        if w("itm-contrastive"):
+            if model.config.is_dual:
+                ids = image_ids(batch) if batch.get("image_index") is not None else None
+                terms["itm-contrastive"] = dual_contrastive_loss(*unimodal_embeddings(model, batch), self.logit_scale(model), ids)
+            else:
+                terms["itm-contrastive"] = cross_contrastive_loss(model, batch, cfg.contrastive_k)
+        if w("itc"):
+            ids = image_ids(batch) if batch.get("image_index") is not None else None
+            terms["itc"] = dual_contrastive_loss(*unimodal_embeddings(model, batch), self.logit_scale(model), ids)
+        total = sum(w(t) * loss for t, loss in terms.items())
+        return total, terms
+
+    @staticmethod
+    def logit_scale(model: torch.nn.Module) -> torch.Tensor:
+        return model.proj.logit_scale.exp()
+
+    def fused_terms(self, model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        """ITM, MLM and MRM from one forward pass (only the active ones)."""
+        cfg, w = self.cfg, self.cfg.weight
+        if w("itm"):
+            x, labels = itm_negatives(batch, cfg.itm_neg_ratio, cfg.itm_swap)
+        else:
+            x, labels = dict(batch), torch.ones_like(batch["text_ids"][:, 0])
+        matched = labels.bool()  # (B,)
+        ids, feats = x["text_ids"], x.get("img_feats")
+        if w("mlm"):
+            if x.get("text_word_ids") is None:
+                raise ValueError("mlm needs batch['text_word_ids'] (the word of each piece) for whole-word masking")
+            x["text_ids"], x["mlm_mask"] = mask_words(ids, x["text_word_ids"], matched, cfg.mlm_prob, cfg.mask_token_id, model.config.vocab_size)
+        mrm = [t for t in MRM_TERMS if w(t)]
+        if mrm:
+            if ("mrm-kl" in mrm or "mrm-cls" in mrm) and x.get("img_cls") is None:
+                raise ConfigError("mrm-kl / mrm-cls need region class distributions (the data has none); use mrm-reg")
+            x["img_feats"], x["mrm_mask"] = mask_regions(feats, x["img_mask"], matched, cfg.mrm_prob)
+        out = model(x)
+        terms = {}
+        if w("itm"):
+            terms["itm"] = itm_loss(out, labels)
+        if w("mlm"):
+            terms["mlm"] = mlm_loss(out["mlm_logits"], ids[x["mlm_mask"]])
+        if "mrm-kl" in mrm:
+            terms["mrm-kl"] = mrm_kl_loss(out["mrm_logits"], x["img_cls"][x["mrm_mask"]])
+        if "mrm-cls" in mrm:
+            terms["mrm-cls"] = mrm_cls_loss(out["mrm_logits"], x["img_cls"][x["mrm_mask"]])
+        if "mrm-reg" in mrm:
+            terms["mrm-reg"] = mrm_reg_loss(out["mrm_feats"], feats[x["mrm_mask"]])
+        return terms

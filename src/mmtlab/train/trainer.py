@@ -1,0 +1,388 @@
+"""The training loop: one process or ``torchrun`` + DistributedDataParallel, resumable exactly.
+
+A step consumes ``train.batch_size`` pairs (all processes together) as ``accum`` micro-batches per process.
+Before each micro-batch the torch RNG is seeded from ``(train.seed, global micro-batch index)``, the index
+the data loader uses for the same samples; so ITM negatives, masks and dropout depend only on the data
+position, not on the number of processes or on where a run was interrupted.
+
+Run directory (``RUN/``): ``config.yaml`` (resolved, written first), ``checkpoint/`` (see
+:mod:`mmtlab.train.checkpoint`), ``metrics.jsonl``, ``tb/`` (TensorBoard) and, when finished,
+``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..config import ConfigError, load_yaml, save_yaml
+from ..data.store import Store, open_store
+from ..data.loader import build_train_loader
+from ..model import build_from_config
+from .checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint, save_weights
+from .config import RESUMABLE_CHANGES, RunConfig, config_differences, run_config_from_dict
+from .losses import PretrainingLoss
+from .masking import itm_negatives
+from .optim import build_optimizer, build_scheduler
+
+LossFn = Callable[[nn.Module, dict, int], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+class TrainingError(ValueError):
+    """The run cannot go on (a non-finite loss); the message names the step and what to do."""
+
+
+class Objective(nn.Module):
+    """The model and its loss as one module: DDP then sees every pass a step makes (contrastive terms run
+    the model more than once)."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.loss_fn(self.model, batch, step)
+
+
+@dataclasses.dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owned: bool = False  # this module initialised the process group (and tears it down)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Dist:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1`` (gloo on CPU, NCCL on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
+
+
+def pick_device(choice: str, local_rank: int) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def seed_micro_batch(seed: int, index: int) -> None:
+    """Seed torch (CPU and CUDA) for global micro-batch ``index`` of a run with seed ``seed``."""
+    torch.manual_seed((seed << 32) + index)
+
+
+def micro_batching(cfg: RunConfig, world: int) -> tuple[int, int]:
+    """(micro-batch size per process, accumulation steps) for ``train.batch_size`` over ``world`` processes."""
+    t = cfg.train
+    micro = t.micro_batch_size or t.batch_size // world
+    if micro < 1 or t.batch_size % (micro * world):
+        raise ConfigError(
+            f"train.batch_size={t.batch_size} is not a multiple of micro-batch {micro} x {world} process(es); "
+            "set train.micro_batch_size to a divisor of batch_size / processes"
+        )
+    return micro, t.batch_size // (micro * world)
+
+
+def check_data(cfg: RunConfig, stores: list) -> None:
+    """The stores fit the model and the losses (one-line errors naming both sides)."""
+    m = cfg.model
+    for s in stores:
+        if s.meta["feat_dim"] != m.feat_dim and m.image_input == "regions":
+            raise ConfigError(f"{s.path}: region features have width {s.meta['feat_dim']}, but model.feat_dim={m.feat_dim}")
+        needs_cls = cfg.loss.weight("mrm-kl") or cfg.loss.weight("mrm-cls")
+        if needs_cls and not s.has_classes:
+            raise ConfigError(f"{s.path}: no region class distributions, needed by mrm-kl / mrm-cls; use loss.weights.mrm-reg")
+        if needs_cls and s.meta["n_classes"] != m.n_region_classes:
+            raise ConfigError(f"{s.path}: {s.meta['n_classes']} region classes, but model.n_region_classes={m.n_region_classes}")
+        if m.image_input == "pixels" and not s.has_pixels:
+            raise ConfigError(f"{s.path}: no pixels, but model.image_input=pixels; use region features or a store with pixels")
+
+
+def hold_out(store: Store, n_images: int) -> tuple[Store, Store]:
+    """Split a store into (training view, the last ``n_images`` images and their captions)."""
+    if not 0 < n_images < store.n_images:
+        raise ConfigError(f"train.holdout_images={n_images}: {store.path} has {store.n_images} images; hold out fewer")
+    images = np.arange(store.n_images)
+    caption_image = store.caption_image
+
+    def view(ids: np.ndarray, name: str) -> Store:
+        return Store(store.path, store.meta, ids, np.flatnonzero(np.isin(caption_image, ids)), split_name=name)
+
+    return view(images[:-n_images], "train"), view(images[-n_images:], "held-out")
+
+
+class HeldOut:
+    """ITM accuracy on fixed held-out pairs: each pair is scored as it is (a match) and with another
+    image swapped in (a mismatch); chance is 50%."""
+
+    def __init__(self, cfg: RunConfig, store, micro: int, device: torch.device):
+        loader = build_train_loader(
+            [store], batch_size=micro, seed=cfg.train.seed + 1, max_text_len=cfg.data.max_text_len,
+            max_regions=cfg.data.max_regions, with_pixels=cfg.model.image_input == "pixels",
+        )  # fmt: skip
+        self.batches = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)
+            for _ in range(math.ceil(cfg.train.val_pairs / micro)):
+                batch = next(loader)
+                neg, labels = itm_negatives(batch, ratio=1.0)
+                self.batches += [(batch, torch.ones_like(labels)), (neg, labels)]
+        self.device = device
+        self.amp = device.type == "cuda" and cfg.train.amp
+        self.n_pairs = len(self.batches) // 2 * micro
+
+    @torch.no_grad()
+    def itm_accuracy(self, model: nn.Module) -> float:
+        was_training = model.training
+        model.eval()
+        correct = total = 0
+        for batch, labels in self.batches:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                pred = model(batch)["itm_logits"].argmax(-1).cpu()
+            correct += int((pred == labels).sum())
+            total += len(labels)
+        model.train(was_training)
+        return correct / total
+
+
+class Logger:
+    """``metrics.jsonl`` + TensorBoard (rank 0 only); on resume, lines past the checkpoint are dropped."""
+
+    def __init__(self, out: Path, start_step: int, enabled: bool):
+        self.enabled = enabled
+        if not enabled:
+            return
+        self.path = out / "metrics.jsonl"
+        if self.path.exists():
+            keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start_step]
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(out / "tb"), purge_step=start_step + 1 if start_step else None)
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for k, v in record.items():
+            if k != "step" and isinstance(v, (int, float)):
+                self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.tb.close()
+
+
+def prepare_run_dir(cfg: RunConfig, out: Path, resume: bool) -> Path | None:
+    """Check ``out`` for a fresh start or a compatible resume; returns the checkpoint to resume from."""
+    if not resume:
+        if (out / "config.yaml").exists() or latest_checkpoint(out) is not None:
+            raise ConfigError(f"{out} already holds a run; continue it with --resume {out} or choose a new --out")
+        return None
+    ckpt = latest_checkpoint(out)
+    if ckpt is None or not (out / "config.yaml").is_file():
+        raise ConfigError(f"{out}: no checkpoint to resume from; give a run directory written by `mmtlab train`")
+    saved = run_config_from_dict(load_yaml(out / "config.yaml"))
+    for key, old, new in config_differences(saved, cfg):
+        if key not in RESUMABLE_CHANGES:
+            raise ConfigError(
+                f"cannot resume {out}: its checkpoint has {key}={old!r}, this run {key}={new!r}; "
+                f"only {', '.join(RESUMABLE_CHANGES)} may change on resume"
+            )
+    return ckpt
+
+
+def train(cfg: RunConfig, out: str | Path, resume: bool = False, loss_fn: LossFn | None = None) -> Path:
+    """Train ``cfg`` into run directory ``out`` (continue its checkpoint if ``resume``); returns ``out``.
+
+    ``loss_fn(model, batch, step) -> (total, {term: loss})`` replaces the loss set (fine-tuning). Works the
+    same under ``torchrun`` (each process trains its share of every global batch).
+    """
+    out = Path(out)
+    d = init_distributed("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
+    try:
+        return _train(cfg, out, resume, loss_fn, d)
+    finally:
+        if d.owned:
+            dist.destroy_process_group()
+
+
+def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: Dist) -> Path:
+    t = cfg.train
+    device = pick_device(t.device, d.local_rank)
+    micro, accum = micro_batching(cfg, d.world)
+    if not cfg.data_dirs:
+        raise ConfigError("no training data: give at least one --data DIR (an mmtlab store)")
+    stores = [open_store(p) for p in cfg.data_dirs]
+    check_data(cfg, stores)
+    val_store = open_store(cfg.val_dir) if cfg.val_dir else None
+    if t.holdout_images:
+        stores[0], val_store = hold_out(stores[0], t.holdout_images)
+    ckpt = prepare_run_dir(cfg, out, resume)
+    if d.world > 1:
+        dist.barrier()  # every process has checked the run directory before rank 0 writes into it
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out / "config.yaml")
+
+    torch.manual_seed(t.seed)
+    model_cfg = dataclasses.replace(cfg.model, text_init=None) if ckpt else cfg.model  # weights come from ckpt
+    model = build_from_config(model_cfg).to(device)
+    if ckpt:
+        load_weights(model, ckpt / "model.safetensors")
+    objective = Objective(model, loss_fn or PretrainingLoss(cfg.loss))
+    if t.compile:
+        model.compile()
+    runner: nn.Module = objective
+    if d.world > 1:
+        runner = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    optimizer = build_optimizer(model, t)
+    scheduler = build_scheduler(optimizer, t)
+    step = 0
+    if ckpt:
+        state = load_state(ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+
+    loader = build_train_loader(
+        stores, batch_size=micro, seed=t.seed, sampling=cfg.data.sampling, weights=cfg.data.weights,
+        rank=d.rank, world_size=d.world, start_batch=step * accum, max_text_len=cfg.data.max_text_len,
+        max_regions=cfg.data.max_regions, num_workers=cfg.data.num_workers,
+        with_pixels=cfg.model.image_input == "pixels",
+    )  # fmt: skip
+    held_out = HeldOut(cfg, val_store, micro, device) if val_store is not None and t.val_pairs and d.main else None
+    logger = Logger(out, step, d.main)
+    amp = device.type == "cuda" and t.amp
+    bar = _progress(t.steps, step, enabled=d.main and t.progress)
+    window_start, window_steps = time.perf_counter(), 0
+    model.train()
+    try:
+        while step < t.steps:
+            terms: dict[str, torch.Tensor] = {}
+            total = torch.zeros((), device=device)
+            for a in range(accum):
+                batch = {k: v.to(device, non_blocking=True) for k, v in next(loader).items()}
+                seed_micro_batch(t.seed, (step * accum + a) * d.world + d.rank)
+                sync = runner.no_sync() if d.world > 1 and a < accum - 1 else contextlib.nullcontext()
+                with sync:
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                        loss, parts = runner(batch, step)
+                    (loss / accum).backward()
+                total += loss.detach().float() / accum
+                for k, v in parts.items():
+                    terms[k] = terms.get(k, 0.0) + v.detach().float() / accum
+            total, terms = _mean_over_ranks(total, terms, d)
+            _check_finite(step, total, terms, out)
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            window_steps += 1
+            bar.update(1)
+            if step % t.log_every == 0 or step == t.steps:
+                elapsed = time.perf_counter() - window_start
+                sps = window_steps * t.batch_size / elapsed
+                record = {"step": step, "samples": step * t.batch_size, "loss": total.item()}
+                record |= {k: v.item() for k, v in terms.items()}
+                record |= {"lr": lr, "grad_norm": float(grad_norm), "samples_per_s": sps}
+                logger.log(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", samples_s=f"{sps:.0f}")
+                window_start, window_steps = time.perf_counter(), 0
+            pause = time.perf_counter()  # evaluation and checkpoints do not count against samples/s
+            if held_out and ((t.eval_every and step % t.eval_every == 0) or step == t.steps):
+                logger.log({"step": step, "val_itm_acc": held_out.itm_accuracy(model), "val_pairs": held_out.n_pairs})
+            if step % t.ckpt_every == 0 or step == t.steps:
+                _checkpoint(out, model, optimizer, scheduler, step, t.batch_size, device, d)
+            window_start += time.perf_counter() - pause
+        if d.main:
+            save_weights(model, out / "model.safetensors")
+    finally:
+        bar.close()
+        logger.close()
+    return out
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, desc="train")
+
+
+def _mean_over_ranks(total: torch.Tensor, terms: dict, d: Dist) -> tuple[torch.Tensor, dict]:
+    """Average the step's loss and terms over processes (for logging and the finiteness check)."""
+    if d.world == 1:
+        return total, terms
+    names = sorted(terms)
+    flat = torch.stack([total, *(terms[k] for k in names)])
+    dist.all_reduce(flat)
+    flat /= d.world
+    return flat[0], dict(zip(names, flat[1:]))
+
+
+def _check_finite(step: int, total: torch.Tensor, terms: dict, out: Path) -> None:
+    if torch.isfinite(total):
+        return
+    bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["the total"]
+    kept = latest_checkpoint(out)
+    raise TrainingError(
+        f"non-finite loss at step {step + 1} in {', '.join(bad)}; stopped, "
+        + (f"last good checkpoint: {kept} (lower train.lr or raise warm-up, then --resume {out})" if kept else "no checkpoint yet")
+    )
+
+
+def _checkpoint(out: Path, model, optimizer, scheduler, step: int, batch_size: int, device: torch.device, d: Dist) -> None:
+    if d.main:
+        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "rng": rng}
+        save_checkpoint(out, model, state, {"step": step, "samples": step * batch_size, "world_size": d.world})
+    if d.world > 1:
+        dist.barrier()
+
+
+def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
+    """The finished model of a run directory, in eval mode, and its :class:`RunConfig`."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml); give a directory written by `mmtlab train`")
+    cfg = run_config_from_dict(load_yaml(run_dir / "config.yaml"))
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"{run_dir}: no model.safetensors, the run has not finished; continue it with `mmtlab train --resume {run_dir}`")
+    model = build_from_config(dataclasses.replace(cfg.model, text_init=None))
+    load_weights(model, weights)
+    return model.to(map_location).eval(), cfg
+
+
+__all__ = ["train", "load_run", "Objective", "TrainingError", "HeldOut", "micro_batching", "seed_micro_batch"]

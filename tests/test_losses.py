@@ -1,0 +1,234 @@
+"""Losses and input corruption, on hand-made batches that follow the batch contract."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmtlab.config import ConfigError
+from mmtlab.model import build_model
+from mmtlab.train.config import LossConfig, loss_config
+from mmtlab.train.losses import (
+    PretrainingLoss,
+    cross_contrastive_loss,
+    dual_contrastive_loss,
+    itm_loss,
+    mlm_loss,
+    mrm_cls_loss,
+    mrm_kl_loss,
+    mrm_reg_loss,
+)
+from mmtlab.train.masking import choose_per_row, itm_negatives, mask_regions, mask_words
+
+FEAT, CLASSES = 16, 7
+
+
+def random_batch(B: int = 6, T: int = 10, R: int = 5, seed: int = 0) -> dict:
+    """A batch of the contract + the loader's extra keys; captions and images of different lengths."""
+    g = torch.Generator().manual_seed(seed)
+    text_ids = torch.zeros(B, T, dtype=torch.long)
+    word_ids = torch.full((B, T), -1)
+    text_mask = torch.zeros(B, T, dtype=torch.bool)
+    img_mask = torch.zeros(B, R, dtype=torch.bool)
+    for i in range(B):
+        n = int(torch.randint(4, T + 1, (1,), generator=g))  # real tokens incl. [CLS], [SEP]
+        text_ids[i, :n] = torch.randint(1000, 2000, (n,), generator=g)
+        text_ids[i, 0], text_ids[i, n - 1] = 101, 102
+        text_mask[i, :n] = True
+        word_ids[i, 1 : n - 1] = torch.arange(n - 2) // 2  # two pieces per word
+        img_mask[i, : int(torch.randint(2, R + 1, (1,), generator=g))] = True
+    cls = torch.rand(B, R, CLASSES, generator=g).softmax(-1)
+    return {
+        "text_ids": text_ids,
+        "text_mask": text_mask,
+        "text_word_ids": word_ids,
+        "img_feats": torch.randn(B, R, FEAT, generator=g),
+        "img_boxes": torch.rand(B, R, 5, generator=g),
+        "img_mask": img_mask,
+        "img_cls": cls,
+        "image_index": torch.arange(B) + 100,
+        "caption_index": torch.arange(B),
+    }
+
+
+def tiny_model(preset: str = "vilbert-2block", **kw):
+    torch.manual_seed(0)
+    return build_model(preset, scale="tiny", feat_dim=FEAT, n_region_classes=CLASSES, width=32, heads=2, ffn=64, **kw)
+
+
+# --------------------------------------------------------------------------------------------- masking
+def test_choose_per_row_counts_and_validity():
+    torch.manual_seed(0)
+    valid = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0, 0, 0, 0, 0], [0] * 10]).bool()
+    picked = choose_per_row(valid, 0.15)
+    assert picked.sum(1).tolist() == [2, 1, 0]  # round(1.5) = 2, max(1, round(0.3)) = 1, nothing valid
+    assert not (picked & ~valid).any()
+
+
+def test_mask_words_whole_words_only_matched_rows_and_80_10_10():
+    torch.manual_seed(0)
+    B, T = 400, 12
+    ids = torch.randint(1000, 2000, (B, T))
+    word_ids = torch.full((B, T), -1)
+    word_ids[:, 1:11] = torch.arange(10) // 2  # 5 words of 2 pieces; [CLS] and [SEP] are -1
+    rows = torch.arange(B) % 4 != 0  # every 4th pair is a negative
+    new, mask = mask_words(ids, word_ids, rows, 0.15, mask_token_id=103, vocab_size=30522)
+    assert not mask[~rows].any() and (new[~rows] == ids[~rows]).all()
+    assert not mask[:, 0].any() and not mask[:, 11].any()  # never special tokens
+    assert (mask[rows].sum(1) == 2).all()  # max(1, round(0.15 * 5)) = 1 word = 2 pieces
+    assert (mask[:, 1:11:2] == mask[:, 2:12:2]).all()  # both pieces of a word or neither
+    assert (new[~mask] == ids[~mask]).all()  # nothing changes outside the targets
+    n = mask.sum().item()
+    frac_mask = (new[mask] == 103).float().mean().item()
+    frac_kept = (new[mask] == ids[mask]).float().mean().item()
+    assert abs(frac_mask - 0.8) < 0.05 and abs(frac_kept - 0.1) < 0.04, (n, frac_mask, frac_kept)
+
+
+def test_mask_regions_never_global_or_padding():
+    torch.manual_seed(0)
+    feats = torch.randn(3, 6, 4)
+    img_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]]).bool()
+    rows = torch.tensor([True, True, False])
+    new, mask = mask_regions(feats, img_mask, rows, 0.4)
+    assert mask.sum(1).tolist() == [2, 1, 0]  # round(0.4 * 5) = 2, max(1, round(0.4 * 2)) = 1
+    assert not mask[:, 0].any() and not (mask & ~img_mask).any()
+    assert (new[mask] == 0).all() and (new[~mask] == feats[~mask]).all()
+
+
+def test_itm_negatives_swap_images_and_label():
+    torch.manual_seed(0)
+    b = random_batch(B=200, seed=1)
+    out, labels = itm_negatives(b, ratio=0.5, swap="image")
+    swapped = (out["image_index"] != b["image_index"])
+    assert torch.equal(labels, (~swapped).long())
+    assert 0.4 < swapped.float().mean() < 0.6
+    assert torch.equal(out["text_ids"], b["text_ids"])  # captions stay
+    src = out["image_index"] - 100
+    assert torch.equal(out["img_feats"], b["img_feats"][src]) and torch.equal(out["img_cls"], b["img_cls"][src])
+    assert torch.equal(b["image_index"], torch.arange(200) + 100)  # the input batch is untouched
+
+
+def test_itm_negatives_same_picture_stays_positive_and_caption_swap():
+    torch.manual_seed(0)
+    b = random_batch(B=4)
+    b["image_index"] = torch.tensor([7, 7, 7, 7])  # four captions of one picture: no negative possible
+    _, labels = itm_negatives(b, ratio=1.0)
+    assert labels.tolist() == [1, 1, 1, 1]
+    b = random_batch(B=50)
+    out, labels = itm_negatives(b, ratio=1.0, swap="caption")
+    assert labels.sum() == 0 and torch.equal(out["img_feats"], b["img_feats"])
+    assert (out["caption_index"] != b["caption_index"]).all()
+
+
+# --------------------------------------------------------------------------------------------- terms
+def test_terms_match_hand_computation():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1])
+    expected = -(math.log(math.exp(2) / (math.exp(2) + 1)) + math.log(math.e / (1 + math.e))) / 2
+    assert itm_loss({"itm_logits": logits}, labels).item() == pytest.approx(expected, rel=1e-6)
+    per_layer = torch.stack([logits, torch.zeros(2, 2)])  # second layer: log 2 for both
+    assert itm_loss({"itm_logits_per_layer": per_layer, "itm_logits": per_layer[-1]}, labels).item() == pytest.approx(
+        (expected + math.log(2)) / 2, rel=1e-6
+    )
+    # KL to a one-hot target is the cross-entropy; to the prediction itself it is 0
+    pred = torch.tensor([[1.0, 2.0, 3.0]])
+    onehot = torch.tensor([[0.0, 0.0, 1.0]])
+    assert mrm_kl_loss(pred, onehot).item() == pytest.approx(-F.log_softmax(pred, -1)[0, 2].item(), rel=1e-6)
+    assert mrm_kl_loss(pred, pred.softmax(-1)).item() == pytest.approx(0.0, abs=1e-6)
+    assert mrm_kl_loss(pred, 4 * pred.softmax(-1)).item() == pytest.approx(0.0, abs=1e-6)  # renormalised
+    assert mrm_cls_loss(pred, torch.tensor([[0.1, 0.7, 0.2]])).item() == pytest.approx(-F.log_softmax(pred, -1)[0, 1].item())
+    assert mrm_reg_loss(torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 0.0]])).item() == pytest.approx(5.0)
+    empty = torch.zeros(0, 5, requires_grad=True)
+    assert mlm_loss(empty, torch.zeros(0, dtype=torch.long)).item() == 0.0  # no masked token: 0, not NaN
+
+
+def test_dual_contrastive_hand_case_and_false_negatives():
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    v = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    s = torch.tensor(2.0)
+    # t2i row 0: [2, 1.2] target 0; row 1: [0, 1.6] target 1; i2t row 0: [2, 0], row 1: [1.2, 1.6]
+    ce = lambda a, b: -a + math.log(math.exp(a) + math.exp(b))  # noqa: E731
+    expected = ((ce(2, 1.2) + ce(1.6, 0)) / 2 + (ce(2, 0) + ce(1.6, 1.2)) / 2) / 2
+    assert dual_contrastive_loss(t, v, s).item() == pytest.approx(expected, rel=1e-6)
+    # the same picture twice: the other copy is not a negative, so each row has only its positive
+    assert dual_contrastive_loss(t, v, s, ids=torch.tensor([5, 5])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_cross_contrastive_uses_k_negatives_and_is_finite():
+    model = tiny_model()
+    model.eval()
+    b = random_batch(B=5)
+    calls = []
+    model.register_forward_hook(lambda m, args, out: calls.append(args[0]["text_ids"].shape[0]))
+    loss = cross_contrastive_loss(model, b, k=3)
+    assert calls == [5 * 4]  # B * (K + 1) pairs in one pass
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert model.itm[-1].classifier.weight.grad.abs().sum() > 0
+    # with every image the same picture there is no negative: only the positive remains, loss 0
+    b["image_index"] = torch.zeros(5, dtype=torch.long)
+    assert cross_contrastive_loss(model, b, k=3).item() == pytest.approx(0.0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------------- loss sets
+@pytest.mark.parametrize("name", ["itm+mlm+mrm", "itm+mrm", "itm+mlm", "contrastive32", "contrastive1024"])
+def test_loss_sets_run_and_backprop(name):
+    cfg = loss_config(name)
+    preset = "baseline" if name == "contrastive1024" else "vilbert-2block"
+    model = tiny_model(preset)
+    torch.manual_seed(1)
+    total, terms = PretrainingLoss(cfg)(model, random_batch(), step=0)
+    assert set(terms) == set(cfg.active)
+    assert torch.isfinite(total)
+    assert total.item() == pytest.approx(sum(cfg.weight(t) * v.item() for t, v in terms.items()), rel=1e-6)
+    total.backward()
+    assert model.text_embed.word.weight.grad is not None
+
+
+def test_all_terms_and_hloss():
+    weights = {t: 1.0 for t in ("itm", "mlm", "mrm-kl", "mrm-cls", "mrm-reg", "itm-contrastive", "itc")}
+    cfg = LossConfig(name="all", weights=weights, contrastive_k=2)
+    torch.manual_seed(1)
+    total, terms = PretrainingLoss(cfg)(tiny_model(), random_batch(), step=0)
+    assert set(terms) == set(weights) and all(torch.isfinite(v) for v in terms.values())
+    # hloss: the ITM term is the mean of every layer's head
+    model = tiny_model("single-modality-hloss").eval()
+    assert model.config.hloss and len(model.itm) == model.config.layers
+    b = random_batch()
+    torch.manual_seed(2)
+    _, terms = PretrainingLoss(LossConfig(weights={"itm": 1.0}))(model, b, step=0)
+    torch.manual_seed(2)
+    x, labels = itm_negatives(b, 0.5)
+    per_layer = model(x)["itm_logits_per_layer"]
+    expected = sum(F.cross_entropy(layer, labels) for layer in per_layer) / len(per_layer)
+    assert terms["itm"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_mlm_and_mrm_only_on_matched_pairs():
+    """With every pair a negative, MLM / MRM have no target: 0 loss, and the model sees unmasked input."""
+    cfg = LossConfig(weights={"itm": 1.0, "mlm": 1.0, "mrm-reg": 1.0}, itm_neg_ratio=1.0)
+    model = tiny_model()
+    seen = []
+    model.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    torch.manual_seed(0)
+    _, terms = PretrainingLoss(cfg)(model, random_batch(), step=0)
+    assert terms["mlm"].item() == 0.0 and terms["mrm-reg"].item() == 0.0
+    assert not seen[0]["mlm_mask"].any() and not seen[0]["mrm_mask"].any()
+
+
+def test_loss_config_errors():
+    with pytest.raises(ConfigError, match="unknown loss term"):
+        LossConfig(weights={"itmm": 1.0})
+    with pytest.raises(ConfigError, match="all zero"):
+        LossConfig(weights={"itm": 0.0})
+    with pytest.raises(ConfigError, match="valid loss sets"):
+        loss_config("nope")
+    with pytest.raises(ConfigError, match="itm_swap"):
+        LossConfig(itm_swap="both")
+    b = random_batch()
+    del b["img_cls"]
+    with pytest.raises(ConfigError, match="mrm-reg"):
+        PretrainingLoss(loss_config("itm+mrm"))(tiny_model(), b, step=0)

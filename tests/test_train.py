@@ -1,0 +1,205 @@
+"""The trainer: config resolution, optimizer and schedule, the loop, checkpoints, load_run, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mmtlab.cli import main
+from mmtlab.config import ConfigError
+from mmtlab.data.synth import synthesize
+from mmtlab.train import TrainConfig, load_run, make_run_config, train
+from mmtlab.train.checkpoint import load_state
+from mmtlab.train.optim import lr_factor, param_groups
+from mmtlab.train.trainer import TrainingError, micro_batching
+
+FEAT = 24
+# a tiny model: bert-base-uncased vocabulary (30522), width 32, 2 layers
+TINY = {"model.width": "32", "model.heads": "2", "model.ffn": "64", "train.progress": "false"}
+TINY_ARGS = [f"{k}={v}" for k, v in TINY.items()]
+
+
+def make_store(path: Path, n: int = 60, seed: int = 0, feat_dim: int = FEAT) -> str:
+    synthesize(path, style="coco", n=n, seed=seed, feat_dim=feat_dim)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return make_store(tmp_path_factory.mktemp("data") / "coco")
+
+
+def tiny_cfg(store: str, **overrides):
+    return make_run_config("vilbert-2block", scale="tiny", data_dirs=[store], overrides={**TINY, **overrides})
+
+
+def run_cli(*argv: str, capsys=None) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err if capsys else ""
+    return code, err
+
+
+# --------------------------------------------------------------------------------------------- config
+def test_run_config_defaults_and_overrides(store):
+    assert make_run_config("baseline").loss.name == "contrastive1024"  # the preset's default loss set
+    cfg = make_run_config("merged", "itm+mlm", "tiny", [store], {"loss.weights.mlm": "0.5", "loss.itm_neg_ratio": "0.3"})
+    assert cfg.loss.weights == {"itm": 1.0, "mlm": 0.5} and cfg.loss.itm_neg_ratio == 0.3
+    assert cfg.model.feat_dim == FEAT and cfg.model.n_region_classes == 68  # from the store's meta
+    assert cfg.model.width == 128 and cfg.model.schedule == "MMMMMM"
+    cfg = make_run_config("merged", data_dirs=[store], overrides={"loss.weights.itc": "0.2"})
+    assert cfg.loss.weights == {"itm": 1.0, "mlm": 1.0, "mrm-kl": 1.0, "itc": 0.2}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"preset": "nope"}, "valid presets"),
+        ({"preset": "merged", "loss": "nope"}, "valid loss sets"),
+        ({"preset": "merged", "overrides": {"train.stepz": "3"}}, "unknown key 'train.stepz'"),
+        ({"preset": "merged", "overrides": {"loss.weights.foo": "1"}}, "valid terms"),
+        ({"preset": "merged", "overrides": {"model.image_input": "pixels"}}, "itm\\+mlm"),
+        ({"preset": "merged", "overrides": {"train.lr": "-1"}}, "train.lr"),
+    ],
+)
+def test_run_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        make_run_config(**kwargs)
+
+
+def test_feat_dim_mismatch_names_both_numbers(store):
+    with pytest.raises(ConfigError, match=f"model.feat_dim=99 .*feat_dim={FEAT}"):
+        make_run_config("merged", data_dirs=[store], overrides={"model.feat_dim": "99"})
+
+
+def test_lr_schedule_hand_values():
+    lin = TrainConfig(steps=10, warmup_steps=2, lr=1.0)
+    assert [lr_factor(s, lin) for s in range(4)] == [0.5, 1.0, 1.0, pytest.approx(7 / 8)]
+    assert lr_factor(9, lin) == pytest.approx(1 / 8)
+    cos = TrainConfig(steps=10, warmup_steps=2, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(6, cos) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway through the decay
+    assert TrainConfig(steps=50).warmup == 5
+
+
+def test_no_weight_decay_on_biases_and_norms():
+    lin, norm = torch.nn.Linear(3, 3), torch.nn.LayerNorm(3)
+    decay, no_decay = param_groups(torch.nn.Sequential(lin, norm), 0.01)
+    assert decay["params"] == [lin.weight] and decay["weight_decay"] == 0.01
+    assert {id(p) for p in no_decay["params"]} == {id(lin.bias), id(norm.weight), id(norm.bias)}
+    assert no_decay["weight_decay"] == 0.0
+
+
+def test_micro_batching(store):
+    cfg = tiny_cfg(store, **{"train.batch_size": "64"})
+    assert micro_batching(cfg, 1) == (64, 1) and micro_batching(cfg, 2) == (32, 1)
+    cfg = tiny_cfg(store, **{"train.batch_size": "64", "train.micro_batch_size": "16"})
+    assert micro_batching(cfg, 1) == (16, 4) and micro_batching(cfg, 2) == (16, 2)
+    with pytest.raises(ConfigError, match="not a multiple"):
+        micro_batching(tiny_cfg(store, **{"train.batch_size": "10", "train.micro_batch_size": "4"}), 1)
+
+
+# --------------------------------------------------------------------------------------------- the loop
+def test_train_writes_a_self_describing_run(store, tmp_path):
+    val = make_store(tmp_path / "val", n=20, seed=1)
+    cfg = tiny_cfg(store, **{"train.steps": "6", "train.batch_size": "8", "train.micro_batch_size": "4",
+                             "train.log_every": "2", "train.ckpt_every": "4", "train.val_pairs": "8"})  # fmt: skip
+    cfg.val_dir = val
+    run = train(cfg, tmp_path / "run")
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "model.safetensors", "checkpoint", "metrics.jsonl", "tb"}
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [ln for ln in lines if "loss" in ln]
+    assert [ln["step"] for ln in train_lines] == [2, 4, 6]
+    for ln in train_lines:  # every term separately, and the total is their weighted sum
+        assert {"itm", "mlm", "mrm-kl", "lr", "samples_per_s"} <= set(ln)
+        assert ln["loss"] == pytest.approx(ln["itm"] + ln["mlm"] + ln["mrm-kl"], rel=1e-5)
+    (val_line,) = [ln for ln in lines if "val_itm_acc" in ln]
+    assert val_line["step"] == 6 and 0.0 <= val_line["val_itm_acc"] <= 1.0 and val_line["val_pairs"] == 8
+    assert list((run / "tb").iterdir())
+    # checkpoint: plain state (weights_only), the final step, weights equal to the final model
+    state = load_state(run / "checkpoint")
+    assert state["step"] == 6 and "state" in state["optimizer"] and state["scheduler"]["last_epoch"] == 6
+    meta = json.loads((run / "checkpoint" / "meta.json").read_text())
+    assert meta["samples"] == 48 and meta["code"]["mmtlab"]
+    final = load_file(str(run / "model.safetensors"))
+    ckpt = load_file(str(run / "checkpoint" / "model.safetensors"))
+    assert final.keys() == ckpt.keys() and all(torch.equal(final[k], ckpt[k]) for k in final)
+    # load_run needs only the directory
+    model, cfg2 = load_run(run)
+    assert cfg2 == cfg and not model.training
+    assert all(torch.equal(v, final[k]) for k, v in model.state_dict().items())
+
+
+def test_loss_fn_hook_and_nan_stop(store, tmp_path):
+    calls = []
+
+    def loss_fn(model, batch, step):
+        calls.append(step)
+        out = model(batch)
+        loss = out["itm_logits"].float().logsumexp(-1).mean()
+        bad = loss * float("nan") if step == 2 else loss
+        return bad, {"custom": bad}
+
+    cfg = tiny_cfg(store, **{"train.steps": "5", "train.batch_size": "4", "train.ckpt_every": "2", "train.log_every": "1"})
+    with pytest.raises(TrainingError, match=r"step 3 in custom.*checkpoint"):
+        train(cfg, tmp_path / "run", loss_fn=loss_fn)
+    assert calls == [0, 1, 2]
+    assert load_state(tmp_path / "run" / "checkpoint")["step"] == 2  # the last good checkpoint is kept
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    lines = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [1, 2] and all(math.isfinite(ln["custom"]) for ln in lines)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def test_cli_bad_input_is_one_line(store, tmp_path, capsys):
+    other = make_store(tmp_path / "wide", n=4, feat_dim=FEAT + 8)
+    base = ["train", "--data", store, "--scale", "tiny", "--out", str(tmp_path / "r")]
+    cases = [
+        (["--preset", "nope"], "valid presets"),
+        (["--loss", "nope"], "valid loss sets"),
+        (["train.stepz=1"], "unknown key 'train.stepz'"),
+        (["--data", str(tmp_path)], "not an mmtlab store"),
+        (["--data", other], f"disagree on feat_dim"),
+        ([f"model.feat_dim={FEAT + 1}"], f"model.feat_dim={FEAT + 1} does not match"),
+    ]
+    for extra, message in cases:
+        code, err = run_cli(*base, *extra, capsys=capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (extra, err)
+    assert not (tmp_path / "r").exists()
+    code, err = run_cli("train", "--resume", str(tmp_path), capsys=capsys)
+    assert code == 2 and "not a run directory" in err
+
+
+def test_cli_train_resume_rules(store, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    args = ["train", "--preset", "vilbert-2block", "--scale", "tiny", "--data", store, "--out", run, *TINY_ARGS]
+    code, _ = run_cli(*args, "train.steps=2", "train.batch_size=4", capsys=capsys)
+    assert code == 0 and (Path(run) / "model.safetensors").is_file()
+    code, err = run_cli(*args, "train.steps=2", capsys=capsys)  # the run exists
+    assert code == 2 and "--resume" in err
+    code, err = run_cli("train", "--resume", run, "model.width=64", capsys=capsys)
+    assert code == 2 and "cannot resume" in err and "model.width=32" in err and "model.width=64" in err
+    code, err = run_cli("train", "--resume", run, "--preset", "merged", capsys=capsys)
+    assert code == 2 and "drop --preset" in err
+    code, _ = run_cli("train", "--resume", run, "train.steps=3", capsys=capsys)  # extending is allowed
+    assert code == 0 and load_state(Path(run) / "checkpoint")["step"] == 3
+
+
+def test_hold_out_slice(store):
+    from mmtlab.data.store import open_store
+    from mmtlab.train.trainer import hold_out
+
+    full = open_store(store)
+    train_view, held = hold_out(full, 10)
+    assert (train_view.n_images, held.n_images) == (50, 10)
+    assert len(train_view) + len(held) == len(full)
+    held_captions = {full.captions[i] for i in range(len(full)) if full.caption_image[i] >= 50}
+    assert set(held.captions) == held_captions
+    assert (held.caption_image < 10).all()
+    with pytest.raises(ConfigError, match="hold out fewer"):
+        hold_out(full, 60)
+    with pytest.raises(ConfigError, match="not both"):
+        make_run_config("merged", data_dirs=[store], overrides={"train.holdout_images": "5"}, val_dir=store)
