@@ -84,6 +84,8 @@ def test_bf16_check_on_cpu():
         (dict(compare=("vilbert",)), "valid comparisons are visualbert, lxmert"),
         (dict(ablate=("nothing",)), "valid levers"),
         (dict(batch=0), "--batch"),
+        (dict(compile="yes"), "valid modes are none, all, ours"),
+        (dict(device="tpu"), "valid devices are cpu, cuda"),
     ],
 )
 def test_bad_arguments_are_config_errors(kwargs, match):

@@ -1,6 +1,5 @@
 """Tokenisation and collation into the batch contract."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -73,21 +73,21 @@ def test_items_split_and_order(tmp_path):
         emoji.emoji_items(pkg, test_fraction=1.0)
 
 
-def test_store_from_fake_package(tmp_path):
+def test_stores_from_fake_package(tmp_path):
     npm_dir = _fake_package(tmp_path / "npm", n=6)
-    summary = emoji.build_emoji_store(tmp_path / "store", npm_dir, test_fraction=0.5, seed=0, progress=False)
-    assert summary["images"] == 6 and summary["skipped"] == 0
-    store = open_store(tmp_path / "store")
-    assert store.meta["style"] == "emoji" and store.meta["splits"] == {"train": 3, "test": 3}
-    assert store.meta["source"] == "npm emoji-datasource-google@0.0.0-test"
-    test = store.split("test")
-    assert test.n_images == 3 and len(test) == 3 * 4
-    img = store.image(0)
+    summary = emoji.build_emoji_store(tmp_path / "emoji", npm_dir, test_fraction=0.5, seed=0, progress=False)
+    assert summary["train"]["images"] == 3 and summary["test"]["images"] == 3 and summary["test"]["skipped"] == 0
+    train, test = open_store(tmp_path / "emoji" / "train"), open_store(tmp_path / "emoji" / "test")
+    assert train.meta["splits"] == {"train": 3} and test.meta["splits"] == {"test": 3}  # held out: disjoint stores
+    assert not set(train.image_keys) & set(test.image_keys)
+    assert test.meta["style"] == "emoji" and test.meta["source"] == "npm emoji-datasource-google@0.0.0-test"
+    assert len(test.split("test")) == 3 * 4  # four captions per emoji
+    img = test.image(0)
     assert img["feats"].shape == (49, 1280) and img["pixels"].shape == (3, 64, 64)
     px = img["pixels"]
     assert tuple(px[:, 0, 0]) == (255, 255, 255)  # transparency composited on white
     assert px[0, 32, 32] == 200  # the opaque square kept its colour
-    assert store.captions[0].startswith("square number")
+    assert test.captions[0].startswith("square number")
 
 
 def test_cli_reports_missing_package(tmp_path, capsys):
@@ -109,7 +109,7 @@ def test_real_package_if_installed(tmp_path):
     items = emoji.emoji_items(pkg)
     assert len(items) > 1800 and all(it.path.is_file() for it in items)
     assert sum(it.split == "test" for it in items) == round(0.2 * len(items))
-    summary = emoji.build_emoji_store(tmp_path / "store", limit=8, progress=False)
-    store = open_store(tmp_path / "store")
-    assert summary["images"] == 8 and store.meta["n_captions"] >= 8 * 3
-    assert "grinning face" in list(store.captions)  # the package's first emoji
+    summary = emoji.build_emoji_store(tmp_path / "emoji", limit=8, test_fraction=0.25, progress=False)
+    assert summary["train"]["images"] == 6 and summary["test"]["images"] == 2
+    captions = [c for split in ("train", "test") for c in open_store(tmp_path / "emoji" / split).captions]
+    assert len(captions) >= 8 * 3 and "grinning face" in captions  # the package's first emoji

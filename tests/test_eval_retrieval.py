@@ -56,7 +56,7 @@ def test_exhaustive_results_contract(flickr):
 
 def test_rerank_with_k_above_the_split_equals_exhaustive_and_small_k_scores_less(flickr):
     store = open_store(flickr).split("test")
-    model = tiny("merged")
+    model = tiny("mixed-modality")
     ex = evaluate_retrieval(model, store, "exhaustive", batch_size=64, progress=False)
     rr = evaluate_retrieval(model, store, "rerank", k=30, batch_size=64, progress=False)
     for d in ("text_to_image", "image_to_text"):

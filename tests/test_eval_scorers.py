@@ -26,18 +26,19 @@ def tiny(preset, **kw):
     return mmtlab.build_model(preset, scale="tiny", feat_dim=F, vocab_size=100, **kw).eval()
 
 
+def _inputs():
+    """7 captions of 3..9 pieces, 5 images of 2..6 regions (right-padded)."""
+    g = torch.Generator().manual_seed(1)
+    text_mask = torch.arange(9)[None] < torch.tensor([3, 9, 5, 9, 4, 7, 6])[:, None]
+    img_mask = torch.arange(6)[None] < torch.tensor([4, 6, 2, 6, 3])[:, None]
+    return {"text_ids": torch.randint(5, 100, (NC, 9), generator=g) * text_mask, "text_mask": text_mask,
+            "img_feats": torch.randn(NI, 6, F, generator=g) * img_mask[..., None],
+            "img_boxes": torch.rand(NI, 6, 5, generator=g), "img_mask": img_mask}
+
+
 @pytest.fixture(scope="module")
 def data():
-    g = torch.Generator().manual_seed(1)
-    lengths = torch.tensor([3, 9, 5, 9, 4, 7, 6])
-    ids = torch.randint(5, 100, (NC, 9), generator=g)
-    text_mask = torch.arange(9)[None] < lengths[:, None]
-    ids[~text_mask] = 0
-    regions = torch.tensor([4, 6, 2, 6, 3])
-    img_mask = torch.arange(6)[None] < regions[:, None]
-    feats = torch.randn(NI, 6, F, generator=g) * img_mask[..., None]
-    boxes = torch.rand(NI, 6, 5, generator=g)
-    return {"text_ids": ids, "text_mask": text_mask, "img_feats": feats, "img_boxes": boxes, "img_mask": img_mask}
+    return _inputs()
 
 
 def text_batches(d, bs=3):
@@ -71,7 +72,7 @@ def cached(model, d, n_layers=None):
     return encode_texts(model, text_batches(d), NC, n_layers), encode_images(model, image_batches(d), NI, n_layers)
 
 
-@pytest.mark.parametrize("preset", ["merged", "mixed-modality", "single-modality", "coattention", "single-stream"])
+@pytest.mark.parametrize("preset", ["merged", "mixed-modality", "single-modality", "coattention"])
 def test_exhaustive_with_cache_equals_full_forward(preset, data):
     model = tiny(preset)
     t, v = cached(model, data)
@@ -186,7 +187,7 @@ def test_rank_chunks_partition():
 
 def test_two_ranks_split_the_captions(tmp_path, data):
     """Rank 0 and rank 1 share a work dir; rank 1 runs inside rank 0's barrier (as if in parallel)."""
-    model = tiny("merged")
+    model = tiny("mixed-modality")
     t, v = cached(model, data)
     want, _ = exhaustive_scores(model, t, v, batch_size=8, chunk_size=2)
     work = tmp_path / "w"
@@ -202,3 +203,43 @@ def test_two_ranks_split_the_captions(tmp_path, data):
     torch.testing.assert_close(results[1][0], want)
     with pytest.raises(EvalError, match="work directory"):
         exhaustive_scores(model, t, v, 8, rank=0, world_size=2)
+
+
+def _gloo_rank(rank: int, world: int, init: str, work: str, queue) -> None:
+    import torch.distributed as dist
+
+    from mmtlab.eval.retrieval import _dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        r, w, barrier = _dist()
+        model = tiny("mixed-modality")
+        t, v = cached(model, _inputs())
+        scores, scored = exhaustive_scores(model, t, v, 8, chunk_size=2, work_dir=work, rank=r, world_size=w, barrier=barrier)
+        queue.put((rank, scores, scored))
+    finally:
+        dist.destroy_process_group()
+
+
+
+@pytest.mark.slow  # spawns two processes: 47 s measured on the shared, loaded 2-core machine
+def test_gloo_processes_split_the_captions(tmp_path):
+    """Two real processes in a gloo group (what torchrun gives on CPU) share the exhaustive matrix."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [ctx.Process(target=_gloo_rank, args=(r, 2, init, str(tmp_path / "w"), queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict((r, (s, n)) for r, s, n in (queue.get(timeout=120) for _ in procs))
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    model = tiny("mixed-modality")
+    t, v = cached(model, _inputs())
+    want, _ = exhaustive_scores(model, t, v, 8, chunk_size=2)
+    assert got[0][1] == 4 * NI and got[1][1] == 3 * NI  # rank 0: chunks 0, 2; rank 1: chunks 1, 3
+    torch.testing.assert_close(got[0][0], want)
+    torch.testing.assert_close(got[1][0], want)

@@ -68,32 +68,30 @@ def test_choose_per_row_counts_and_validity():
     assert not (picked & ~valid).any()
 
 
-def test_mask_words_whole_words_only_matched_rows_and_80_10_10():
+def test_mask_words_whole_words_and_80_10_10():
     torch.manual_seed(0)
     B, T = 400, 12
     ids = torch.randint(1000, 2000, (B, T))
     word_ids = torch.full((B, T), -1)
     word_ids[:, 1:11] = torch.arange(10) // 2  # 5 words of 2 pieces; [CLS] and [SEP] are -1
-    rows = torch.arange(B) % 4 != 0  # every 4th pair is a negative
-    new, mask = mask_words(ids, word_ids, rows, 0.15, mask_token_id=103, vocab_size=30522)
-    assert not mask[~rows].any() and (new[~rows] == ids[~rows]).all()
-    assert not mask[:, 0].any() and not mask[:, 11].any()  # never special tokens
-    assert (mask[rows].sum(1) == 2).all()  # max(1, round(0.15 * 5)) = 1 word = 2 pieces
+    word_ids[:2, 5:11] = -1  # two short captions (2 words) padded
+    new, mask = mask_words(ids, word_ids, 0.15, mask_token_id=103, vocab_size=30522)
+    assert not mask[:, 0].any() and not mask[:, 11].any() and not mask[:2, 5:].any()  # never special / pad
+    assert (mask.sum(1) == 2).all()  # max(1, round(0.15 * 5)) = max(1, round(0.3)) = 1 word = 2 pieces
     assert (mask[:, 1:11:2] == mask[:, 2:12:2]).all()  # both pieces of a word or neither
     assert (new[~mask] == ids[~mask]).all()  # nothing changes outside the targets
-    n = mask.sum().item()
     frac_mask = (new[mask] == 103).float().mean().item()
     frac_kept = (new[mask] == ids[mask]).float().mean().item()
-    assert abs(frac_mask - 0.8) < 0.05 and abs(frac_kept - 0.1) < 0.04, (n, frac_mask, frac_kept)
+    assert abs(frac_mask - 0.8) < 0.05 and abs(frac_kept - 0.1) < 0.04, (frac_mask, frac_kept)
+    assert {int(word_ids[b][mask[b]][0]) for b in range(2, B)} == {0, 1, 2, 3, 4}  # any word can be chosen
 
 
 def test_mask_regions_never_global_or_padding():
     torch.manual_seed(0)
     feats = torch.randn(3, 6, 4)
-    img_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]]).bool()
-    rows = torch.tensor([True, True, False])
-    new, mask = mask_regions(feats, img_mask, rows, 0.4)
-    assert mask.sum(1).tolist() == [2, 1, 0]  # round(0.4 * 5) = 2, max(1, round(0.4 * 2)) = 1
+    img_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]]).bool()
+    new, mask = mask_regions(feats, img_mask, 0.4)
+    assert mask.sum(1).tolist() == [2, 1, 0]  # round(0.4 * 5) = 2, max(1, round(0.4 * 2)) = 1, no real region
     assert not mask[:, 0].any() and not (mask & ~img_mask).any()
     assert (new[mask] == 0).all() and (new[~mask] == feats[~mask]).all()
 
@@ -121,6 +119,11 @@ def test_itm_negatives_same_picture_stays_positive_and_caption_swap():
     out, labels = itm_negatives(b, ratio=1.0, swap="caption")
     assert labels.sum() == 0 and torch.equal(out["img_feats"], b["img_feats"])
     assert (out["caption_index"] != b["caption_index"]).all()
+    out, labels = itm_negatives(b, ratio=1.0, swap="either")
+    image_swapped = out["image_index"] != b["image_index"]
+    caption_swapped = out["caption_index"] != b["caption_index"]
+    assert labels.sum() == 0 and torch.equal(image_swapped, ~caption_swapped)  # exactly one side per pair
+    assert 0 < image_swapped.sum() < 50
 
 
 # --------------------------------------------------------------------------------------------- terms
@@ -207,16 +210,27 @@ def test_all_terms_and_hloss():
     assert terms["itm"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_mlm_and_mrm_only_on_matched_pairs():
-    """With every pair a negative, MLM / MRM have no target: 0 loss, and the model sees unmasked input."""
+def test_mlm_and_mrm_only_on_matched_pairs_but_inputs_masked_everywhere():
+    """MLM / MRM targets only in matched pairs; the corruption itself hits every pair, so whether an input
+    is masked says nothing about its ITM label."""
     cfg = LossConfig(weights={"itm": 1.0, "mlm": 1.0, "mrm-reg": 1.0}, itm_neg_ratio=1.0)
     model = tiny_model()
     seen = []
     model.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    b = random_batch()
     torch.manual_seed(0)
-    _, terms = PretrainingLoss(cfg)(model, random_batch(), step=0)
-    assert terms["mlm"].item() == 0.0 and terms["mrm-reg"].item() == 0.0
-    assert not seen[0]["mlm_mask"].any() and not seen[0]["mrm_mask"].any()
+    _, terms = PretrainingLoss(cfg)(model, b, step=0)
+    x = seen[0]
+    assert terms["mlm"].item() == 0.0 and terms["mrm-reg"].item() == 0.0  # every pair is a negative
+    assert not x["mlm_mask"].any() and not x["mrm_mask"].any()
+    assert (x["text_ids"] != b["text_ids"]).any(1).float().mean() > 0.5  # yet the words are masked
+    assert ((x["img_feats"] == 0).all(-1) & x["img_mask"]).any(1).all()  # and a region of every image
+    cfg = LossConfig(weights={"itm": 1.0, "mlm": 1.0, "mrm-reg": 1.0}, itm_neg_ratio=0.5)
+    seen.clear()
+    torch.manual_seed(1)
+    PretrainingLoss(cfg)(model, random_batch(B=40), step=0)
+    rows_with_targets = seen[0]["mlm_mask"].any(1)
+    assert 0 < rows_with_targets.sum() < 40 and torch.equal(rows_with_targets, seen[0]["mrm_mask"].any(1))
 
 
 def test_loss_config_errors():

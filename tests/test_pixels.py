@@ -32,11 +32,11 @@ def pixel_run(tmp_path_factory):
     from mmtlab.train.trainer import train
 
     root = tmp_path_factory.mktemp("pixels")
-    data = synthesize(root / "coco", style="coco", n=64, seed=0)
+    data = synthesize(root / "coco", style="coco", n=48, seed=0)
     test = synthesize(root / "flickr", style="flickr", n=8, seed=1)
     cfg = make_run_config(
         "merged", loss="itm+mlm", scale="tiny", data_dirs=[str(data)],
-        overrides={"model.image_input": "pixels", "model.schedule": "MM", "train.steps": 24, "train.batch_size": 16,
+        overrides={"model.image_input": "pixels", "model.schedule": "MM", "train.steps": 16, "train.batch_size": 16,
                    "train.lr": 1e-3, "train.warmup_steps": 2, "train.log_every": 4, "train.progress": False,
                    "train.val_pairs": 0},
     )  # fmt: skip

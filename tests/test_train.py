@@ -14,7 +14,7 @@ from mmtlab.cli import main
 from mmtlab.config import ConfigError
 from mmtlab.data.synth import synthesize
 from mmtlab.train import TrainConfig, load_run, make_run_config, train
-from mmtlab.train.checkpoint import load_state
+from mmtlab.train.checkpoint import latest_checkpoint, load_state
 from mmtlab.train.optim import lr_factor, param_groups
 from mmtlab.train.trainer import TrainingError, micro_batching
 
@@ -127,6 +127,9 @@ def test_train_writes_a_self_describing_run(store, tmp_path):
     final = load_file(str(run / "model.safetensors"))
     ckpt = load_file(str(run / "checkpoint" / "model.safetensors"))
     assert final.keys() == ckpt.keys() and all(torch.equal(final[k], ckpt[k]) for k in final)
+    # a crash between the two renames of the next checkpoint leaves checkpoint.old/, which resume finds
+    (run / "checkpoint").rename(run / "checkpoint.old")
+    assert latest_checkpoint(run) == run / "checkpoint.old"
     # load_run needs only the directory
     model, cfg2 = load_run(run)
     assert cfg2 == cfg and not model.training

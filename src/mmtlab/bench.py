@@ -59,6 +59,7 @@ SCORE_CAPTIONS = 16  # captions per scoring block; images = ceil(batch / 16)
 SINGLE_SCHEDULE = "M" * 12
 TWO_STREAM_SCHEDULE = "U" * 9 + "C" * 5
 COMPARISONS = ("visualbert", "lxmert")
+COMPILE_MODES = ("none", "all", "ours")
 ABLATIONS = ("mlm", "cache", "fused-adamw")  # levers of ours that --ablate turns off
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
 
@@ -140,9 +141,9 @@ def _train_step(loss_fn: Callable, model, optimizer) -> Callable[[], None]:
 
 def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, device, compile: bool, ablate: tuple) -> Contender:
     import torch
-    import torch.nn.functional as F
 
     from .model import build_model
+    from .train.losses import itm_loss, mlm_loss
 
     model = build_model(
         "merged", "paper", schedule=schedule, shared=shared, width=shape["width"], heads=shape["heads"],
@@ -158,9 +159,7 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, device, compil
     def loss_fn() -> torch.Tensor:
         with _autocast(device):
             out = model({**batch, "mlm_mask": mlm_mask})
-            return F.cross_entropy(out["mlm_logits"].float(), mlm_labels) + F.cross_entropy(
-                out["itm_logits"].float(), itm_labels
-            )
+            return mlm_loss(out["mlm_logits"], mlm_labels) + itm_loss(out, itm_labels)
 
     cap, img = score_pairs(inputs["text_ids"].shape[0], device)
     n_cap, n_img = int(cap.max()) + 1, int(img.max()) + 1
@@ -361,11 +360,12 @@ def run_bench(
     batch: int = 8,
     steps: int = 5,
     warmup: int = 2,
-    compile: bool = False,
+    compile: str = "none",
     compare: tuple[str, ...] = COMPARISONS,
     peers: bool = True,
     ablate: tuple[str, ...] = (),
     peak_tflops: float | None = None,
+    threads: int | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """Run the benchmark and return the results dict (what ``--out`` writes)."""
@@ -375,18 +375,22 @@ def run_bench(
         raise ConfigError(f"--scale {scale!r}: valid scales are {', '.join(SHAPES)}")
     if batch < 1 or steps < 1 or warmup < 0:
         raise ConfigError(f"--batch and --steps must be >= 1 and --warmup >= 0 (got {batch}, {steps}, {warmup})")
+    if compile not in COMPILE_MODES:
+        raise ConfigError(f"--compile {compile!r}: valid modes are {', '.join(COMPILE_MODES)}")
     for name in compare:
         if name not in COMPARISONS:
             raise ConfigError(f"--compare {name!r}: valid comparisons are {', '.join(COMPARISONS)}")
     for name in ablate:
         if name not in ABLATIONS:
             raise ConfigError(f"--ablate {name!r}: valid levers are {', '.join(ABLATIONS)}")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: valid devices are cpu, cuda")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is visible; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device!r}: valid devices are cpu, cuda")
 
+    if threads:
+        torch.set_num_threads(threads)
     shape = SHAPES[scale]
     peak = peak_flops(dev, peak_tflops)
     inputs = make_inputs(shape, batch, dev)
@@ -406,7 +410,7 @@ def run_bench(
         "warmup": warmup,
         "compile": compile,
         "precision": "bf16 autocast" if dev.type == "cuda" else "fp32",
-        "loss": "bench-minimal MLM (masked positions) + ITM cross-entropy",
+        "loss": "ours: mmtlab.train.losses mlm_loss + itm_loss; HF: the model's own loss (labels, ITM label)",
         "ablate": list(ablate),
         "peak_flops": peak,
         "comparisons": [],
@@ -414,12 +418,12 @@ def run_bench(
     ours_spec = {"visualbert": (SINGLE_SCHEDULE, True), "lxmert": (TWO_STREAM_SCHEDULE, False)}
     for name in compare:
         torch.manual_seed(0)
-        ours = _ours(*ours_spec[name], shape, inputs, dev, compile, tuple(ablate))
+        ours = _ours(*ours_spec[name], shape, inputs, dev, compile != "none", tuple(ablate))
         if "bf16_check" not in results and dev.type == "cuda":
             results["bf16_check"] = check_bf16(ours.model, inputs, dev)
         contenders = {"ours": ours}
         if peers:
-            contenders["theirs"] = _hf(name, shape, inputs, dev, compile)
+            contenders["theirs"] = _hf(name, shape, inputs, dev, compile == "all")
         row: dict = {"comparison": f"ours vs {name}"}
         for task, key, unit in (("train", "train_samples_per_s", "samples"), ("score", "score_pairs_per_s", "pairs")):
             log(f"{row['comparison']}: timing {task} ({', '.join(c.name for c in contenders.values())})")
@@ -463,7 +467,7 @@ def format_table(results: dict) -> str:
     lines = [
         f"mmtlab bench: {results['device_name']} ({results['device']}), torch {results['torch']}, "
         f"transformers {results['transformers']}, scale {results['scale']}, batch {results['batch']}, "
-        f"{results['precision']}{', compiled' if results['compile'] else ', eager'}"
+        f"{results['precision']}, torch.compile: {results['compile']}"
         + (f", ablated: {', '.join(results['ablate'])}" if results["ablate"] else ""),
         head,
         "-" * len(head),
@@ -493,7 +497,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     results = run_bench(
         scale=args.scale, device=args.device, batch=args.batch, steps=args.steps, warmup=args.warmup,
         compile=args.compile, compare=_csv(args.compare), peers=not args.no_peers, ablate=_csv(args.ablate),
-        peak_tflops=args.peak_tflops, log=lambda s: print(s, file=sys.stderr, flush=True),
+        peak_tflops=args.peak_tflops, threads=args.threads, log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     print(format_table(results))
     if args.out:
@@ -515,10 +519,13 @@ def register(subparsers) -> None:
     p.add_argument("--batch", type=int, default=8, help="samples per training step / pairs per scoring call")
     p.add_argument("--steps", type=int, default=5, help="timed iterations (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
-    p.add_argument("--compile", action="store_true", help="torch.compile every contender")
+    p.add_argument("--compile", nargs="?", const="all", default="none", choices=COMPILE_MODES,
+                   help="torch.compile every contender (all, the default with no value) or only ours")
     p.add_argument("--compare", default=",".join(COMPARISONS), help="comma-separated: " + ", ".join(COMPARISONS))
     p.add_argument("--no-peers", action="store_true", help="time only our models (e.g. for MFU at a large batch)")
     p.add_argument("--ablate", default="", help="turn off levers of ours (comma-separated): " + ", ".join(ABLATIONS))
     p.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP/s for MFU (default: 989 on H100/H200)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice); 1 is steadier on a shared CPU")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.set_defaults(func=_cmd_bench)

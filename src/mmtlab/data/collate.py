@@ -22,18 +22,18 @@ def collate_texts(tokenizer, captions: Sequence[str], max_text_len: int = 40) ->
     sep = tokenizer.token_to_id("[SEP]")
     pad = tokenizer.token_to_id("[PAD]")
     T = min(max_text_len, max(len(e.ids) for e in encodings))
-    ids = torch.full((len(encodings), T), pad, dtype=torch.long)
-    words = torch.full((len(encodings), T), -1, dtype=torch.long)
-    mask = torch.zeros((len(encodings), T), dtype=torch.bool)
+    ids = np.full((len(encodings), T), pad, dtype=np.int64)
+    words = np.full((len(encodings), T), -1, dtype=np.int64)
+    mask = np.zeros((len(encodings), T), dtype=bool)
     for b, enc in enumerate(encodings):
         row = enc.ids
         word = [-1 if w is None else w for w in enc.word_ids]
         if len(row) > T:  # cut, then close with [SEP]
             row, word = row[: T - 1] + [sep], word[: T - 1] + [-1]
-        ids[b, : len(row)] = torch.tensor(row)
-        words[b, : len(word)] = torch.tensor(word)
+        ids[b, : len(row)] = row
+        words[b, : len(word)] = word
         mask[b, : len(row)] = True
-    return {"text_ids": ids, "text_mask": mask, "text_word_ids": words}
+    return {"text_ids": torch.from_numpy(ids), "text_mask": torch.from_numpy(mask), "text_word_ids": torch.from_numpy(words)}
 
 
 def collate_images(store: Store, indices: Sequence[int], max_regions: int = 36, with_pixels: bool = False) -> dict[str, torch.Tensor]:
@@ -42,7 +42,7 @@ def collate_images(store: Store, indices: Sequence[int], max_regions: int = 36, 
     global token (mean of the real regions, box (0, 0, 1, 1, 1)). Adds ``img_cls (B, R, C)`` when the store
     has class distributions (the global row is their mean) and ``pixels (B, 3, H, W)`` in [0, 1] on request.
     Regions beyond ``max_regions`` are dropped (stores keep regions in detector order)."""
-    images = [store.image(int(i)) for i in indices]
+    images = [store.image(int(i), pixels=with_pixels) for i in indices]
     return stack_images(images, max_regions, with_pixels)
 
 
@@ -52,28 +52,27 @@ def stack_images(images: list[dict[str, np.ndarray]], max_regions: int, with_pix
     n = [min(len(im["feats"]), max_regions) for im in images]
     R = 1 + max(n)
     F = images[0]["feats"].shape[1]
-    feats = torch.zeros(B, R, F)
-    boxes = torch.zeros(B, R, 5)
-    mask = torch.zeros(B, R, dtype=torch.bool)
-    has_cls = all("cls" in im for im in images)
-    cls = torch.zeros(B, R, images[0]["cls"].shape[1]) if has_cls else None
-    boxes[:, 0] = torch.tensor(GLOBAL_BOX)
+    with_cls = all("cls" in im for im in images)
+    # filled in numpy, handed to torch once: cheaper than many small torch ops in DataLoader workers
+    feats = np.zeros((B, R, F), np.float32)
+    boxes = np.zeros((B, R, 5), np.float32)
+    mask = np.zeros((B, R), bool)
+    cls = np.zeros((B, R, images[0]["cls"].shape[1]), np.float32) if with_cls else None
+    boxes[:, 0] = GLOBAL_BOX
     mask[:, 0] = True
     for b, (im, k) in enumerate(zip(images, n)):
-        f = torch.from_numpy(im["feats"][:k].astype(np.float32))  # (k, F)
-        feats[b, 1 : k + 1] = f
-        feats[b, 0] = f.mean(0) if k else 0.0
-        boxes[b, 1 : k + 1] = torch.from_numpy(im["boxes"][:k])
+        feats[b, 1 : k + 1] = im["feats"][:k]
+        feats[b, 0] = feats[b, 1 : k + 1].mean(0) if k else 0.0
+        boxes[b, 1 : k + 1] = im["boxes"][:k]
         mask[b, 1 : k + 1] = True
         if cls is not None:
-            c = torch.from_numpy(im["cls"][:k].astype(np.float32))  # (k, C)
-            cls[b, 1 : k + 1] = c
-            cls[b, 0] = c.mean(0) if k else 0.0
-    out = {"img_feats": feats, "img_boxes": boxes, "img_mask": mask}
+            cls[b, 1 : k + 1] = im["cls"][:k]
+            cls[b, 0] = cls[b, 1 : k + 1].mean(0) if k else 0.0
+    out = {"img_feats": torch.from_numpy(feats), "img_boxes": torch.from_numpy(boxes), "img_mask": torch.from_numpy(mask)}
     if cls is not None:
-        out["img_cls"] = cls
+        out["img_cls"] = torch.from_numpy(cls)
     if with_pixels:
         if not all("pixels" in im for im in images):
             raise DataError("with_pixels=True, but the store holds no pixels (only region features)")
-        out["pixels"] = torch.from_numpy(np.stack([im["pixels"] for im in images])).float() / 255.0  # (B, 3, H, W)
+        out["pixels"] = torch.from_numpy(np.stack([im["pixels"] for im in images]).astype(np.float32) / 255.0)  # (B, 3, H, W)
     return out

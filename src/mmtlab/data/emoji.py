@@ -6,7 +6,7 @@ Each of the ~1,900 base emoji (skin-tone variants left out) is one 64x64 image (
 five captions made from its Unicode name, its short names and its (sub)category, e.g. ``heart hands``,
 ``heart hands, a hands emoji`` ... Regions come from :mod:`mmtlab.features` (EfficientNet-Lite0's 7x7 grid with
 ImageNet class distributions), and the 64x64 pixels are stored for the pixel path. A seeded random part of the
-images forms the ``test`` split, held out from pretraining for zero-shot retrieval.
+images is held out from pretraining for zero-shot retrieval: ``OUT/train`` and ``OUT/test`` are two stores.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def build_emoji_store(
     batch_size: int = 64,
     progress: bool = True,
 ) -> dict:
-    """Build the emoji store at ``out``; returns the extraction summary."""
+    """Build two stores, ``out/train`` (pretraining) and ``out/test`` (held out: the trainer uses every image
+    of a store it is given); returns their extraction summaries by split."""
     from ..features.extract import extract_store
 
     package_dir = find_package(npm_dir)
@@ -118,8 +119,13 @@ def build_emoji_store(
     version = json.loads((package_dir / "package.json").read_text()).get("version")
     meta = {"style": "emoji", "source": f"npm {PACKAGE}@{version}", "seed": seed, "test_fraction": test_fraction,
             "license": "emoji data MIT, Google Noto images Apache-2.0"}
-    return extract_store(items, out, pixels=pixels, classes=classes, batch_size=batch_size, meta=meta,
-                         source=str(package_dir), progress=progress)
+    summaries = {}
+    for split in ("train", "test"):
+        part = [it for it in items if it.split == split]
+        if part:
+            summaries[split] = extract_store(part, Path(out) / split, pixels=pixels, classes=classes, batch_size=batch_size,
+                                             meta=meta, source=str(package_dir), progress=progress)
+    return summaries
 
 
 def _cmd_emoji(args: argparse.Namespace) -> int:
@@ -139,9 +145,9 @@ def register(subparsers) -> None:
         "emoji", help=f"real images offline: Google emoji with their names (npm {PACKAGE})",
         description=f"Build an image-caption store from the npm package {PACKAGE} (~1,900 64x64 emoji images, "
         "captions from their names and categories): EfficientNet-Lite0 grid features (use data.max_regions=49), "
-        "64x64 pixels, and a held-out 'test' split.",
+        "64x64 pixels; OUT/train for pretraining and OUT/test (held-out images) for zero-shot retrieval.",
     )
-    p.add_argument("--out", required=True, help="output store directory")
+    p.add_argument("--out", required=True, help="output directory: OUT/train and OUT/test stores")
     p.add_argument("--npm-dir", default=None, help=f"where the npm package is installed (default {DEFAULT_NPM_DIR}, "
                    "or $MMTLAB_EMOJI_DIR)")
     p.add_argument("--fetch", action="store_true", help=f"first `npm install` {PACKAGE}@{PACKAGE_VERSION} into --npm-dir")

@@ -45,24 +45,30 @@ class _Batches(torch.utils.data.Dataset):
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.max_text_len, self.max_regions, self.with_pixels, self.vocab_path = max_text_len, max_regions, with_pixels, vocab_path
         self.with_cls = all(s.has_classes for s in stores)
+        self.sizes = np.array([len(s) for s in stores])
+        self._tokenizer = None  # loaded on first use in each process
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_tokenizer": None}
 
     def draw(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(dataset index, pair index) of each sample of this rank's batch ``k``."""
         rng = np.random.default_rng([self.seed, k * self.world_size + self.rank])
         ds = rng.choice(len(self.stores), size=self.batch_size, p=self.probs)
-        sizes = np.array([len(s) for s in self.stores])
-        pair = np.minimum((rng.random(self.batch_size) * sizes[ds]).astype(np.int64), sizes[ds] - 1)
+        pair = np.minimum((rng.random(self.batch_size) * self.sizes[ds]).astype(np.int64), self.sizes[ds] - 1)
         return ds, pair
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         ds, pair = self.draw(k)
         image = np.array([self.stores[d].caption_image[p] for d, p in zip(ds, pair)], dtype=np.int64)
         captions = [self.stores[d].captions[int(p)] for d, p in zip(ds, pair)]
-        images = [self.stores[d].image(int(i)) for d, i in zip(ds, image)]
+        images = [self.stores[d].image(int(i), pixels=self.with_pixels) for d, i in zip(ds, image)]
         if not self.with_cls:
             for im in images:
                 im.pop("cls", None)
-        batch = collate_texts(get_tokenizer(self.vocab_path), captions, self.max_text_len)
+        if self._tokenizer is None:
+            self._tokenizer = get_tokenizer(self.vocab_path)
+        batch = collate_texts(self._tokenizer, captions, self.max_text_len)
         batch.update(stack_images(images, self.max_regions, self.with_pixels))
         batch["image_index"] = torch.from_numpy(image)  # (B,) within its dataset
         batch["caption_index"] = torch.from_numpy(pair.astype(np.int64))  # (B,)

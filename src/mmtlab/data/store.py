@@ -261,7 +261,8 @@ class Store:
             if size == 0:  # numpy cannot map empty files
                 self._mm[name] = np.zeros(shape if shape is not None else (0,), dtype=dtype)
             else:
-                self._mm[name] = np.memmap(file, dtype=dtype, mode="r", shape=shape)
+                # a plain ndarray view of the map: same pages, without np.memmap's per-index overhead
+                self._mm[name] = np.memmap(file, dtype=dtype, mode="r", shape=shape).view(np.ndarray)
         return self._mm[name]
 
     def __getstate__(self) -> dict:
@@ -274,7 +275,8 @@ class Store:
     def meta(self) -> dict:
         if self._image_ids is None:
             return dict(self._meta)
-        return {**self._meta, "n_images": len(self._image_ids), "n_captions": len(self), "split": self._split_name}
+        n = len(self._image_ids)
+        return {**self._meta, "n_images": n, "n_captions": len(self), "split": self._split_name, "splits": {self._split_name: n}}
 
     @property
     def n_images(self) -> int:
@@ -321,16 +323,16 @@ class Store:
             raise IndexError(f"image {i} out of range for {n} images")
         return int(self._image_ids[i]) if self._image_ids is not None else i % n
 
-    def image(self, i: int) -> dict[str, np.ndarray]:
+    def image(self, i: int, pixels: bool = True) -> dict[str, np.ndarray]:
         """Image ``i``: ``feats (R, F) float16``, ``boxes (R, 5) float32``, ``cls (R, C) float16`` and
-        ``pixels (3, H, W) uint8`` when the store has them. Reads only this image's bytes."""
+        ``pixels (3, H, W) uint8`` when the store has them (and ``pixels``). Reads only this image's bytes."""
         g = self.global_image(i)
         off = self._arr("region_offsets.i64")
         a, b = int(off[g]), int(off[g + 1])
         out = {"feats": np.array(self._arr("feats.f16")[a:b]), "boxes": np.array(self._arr("boxes.f32")[a:b])}
         if self.has_classes:
             out["cls"] = np.array(self._arr("cls.f16")[a:b])
-        if self.has_pixels:
+        if pixels and self.has_pixels:
             out["pixels"] = np.array(self._arr("pixels.u8")[g])
         return out
 

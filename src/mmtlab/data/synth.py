@@ -253,7 +253,7 @@ class _Writer:
                 return w
         return w
 
-    def np(self, o: Obj, p_size: float = 0.85, order: str = "size-colour") -> str:
+    def noun_phrase(self, o: Obj, p_size: float = 0.85, order: str = "size-colour") -> str:
         shape, colour = self.word(SHAPES[o.shape]), self.word(COLOURS[o.colour])
         size = self.word(SIZES[o.size]) if self.rng.random() < p_size else ""
         if order == "post":  # "a red ball that is big"
@@ -261,8 +261,11 @@ class _Writer:
         return " ".join(w for w in (size, colour, shape) if w)
 
     def where(self, o: Obj) -> str:
+        """Coarse position: "top left", "bottom", "right", "center", ..."""
         r, c = _ROWS[o.row], _COLS[o.col]
-        return "center" if r == "middle" and c == "center" else (r if c == "center" else c if r == "middle" else f"{r} {c}")
+        if r == "middle":
+            return c
+        return r if c == "center" else f"{r} {c}"
 
     def relation(self, a: Obj, b: Obj, phrases: dict[str, tuple[str, ...]]) -> str:
         """How ``a`` stands to ``b``, in this style's words."""
@@ -295,7 +298,7 @@ def _coco(w: _Writer, scene: list[Obj]) -> list[str]:
     out = []
     for _ in range(5):
         objs = [scene[i] for i in w.rng.permutation(len(scene))]
-        nps = [_a(w.np(o)) for o in objs]
+        nps = [_a(w.noun_phrase(o)) for o in objs]
         if len(objs) == 1:
             s = w.pick(("{0} in the {w}", "there is {0} in the {w}", "{0} on a gray background")).format(nps[0], w=w.where(objs[0]))
         else:
@@ -311,7 +314,7 @@ def _flickr(w: _Writer, scene: list[Obj]) -> list[str]:
     for _ in range(5):
         objs = [scene[i] for i in w.rng.permutation(len(scene))]
         order = w.pick(("size-colour", "post"))
-        nps = [_a(w.np(o, order=order)) for o in objs]
+        nps = [_a(w.noun_phrase(o, order=order)) for o in objs]
         if len(objs) == 1:
             s = w.pick(("{0} is shown near the {w}", "a picture of {0} sitting at the {w}", "{0} placed on gray")).format(nps[0], w=w.where(objs[0]))
         else:
@@ -361,7 +364,7 @@ def _narrative(w: _Writer, scene: list[Obj]) -> list[str]:
     parts = [w.pick(("in this image we can see", "in this picture i can see", "this is an image in which we can see"))]
     for k, o in enumerate(scene):
         lead = "" if k == 0 else w.pick(("and", "beside that there is", "we can also see", "on the other side there is"))
-        parts.append(f"{lead} {_a(w.np(o, p_size=0.7))} on the {w.where(o)} side".strip())
+        parts.append(f"{lead} {_a(w.noun_phrase(o, p_size=0.7))} on the {w.where(o)} side".strip())
     parts.append(w.pick(("in the background it is gray .", "the background is in gray color .", "i think the background is plain .")))
     return [" ".join(parts[:2]) + " . " + " . ".join(parts[2:])]
 

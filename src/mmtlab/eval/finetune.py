@@ -38,7 +38,9 @@ def mine_hard_negatives(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]
     ids = image_ids(batch) if batch.get("image_index") is not None else torch.arange(B, device=device)
     same = ids[:, None] == ids[None, :]  # (B, B) pairs showing the same picture
     if bool(same.all(1).any()):
-        raise ValueError("hard-negative mining needs at least 2 different pictures per micro-batch; raise train.micro_batch_size")
+        raise ValueError(
+            "hard-negative mining needs at least 2 different pictures per micro-batch; raise train.micro_batch_size"
+        )
     t = model.encode_text(batch["text_ids"], batch["text_mask"])  # (B, T, D) unimodal prefix, once per caption
     v, img_mask = model.encode_image(batch)  # (B, R, D), once per image
     rows, cols = (~same).nonzero(as_tuple=True)  # caption rows[p] with image cols[p]
@@ -135,4 +137,7 @@ def finetune_retrieval(run: str | Path | None, data: str | Path | None, out: str
     return train(cfg, out, loss_fn=HardNegativeITMLoss(init_from=run / "model.safetensors"))
 
 
-__all__ = ["HardNegativeITMLoss", "mine_hard_negatives", "finetune_info", "finetune_retrieval", "FINETUNE_FILE", "FINETUNE_DEFAULTS"]
+__all__ = [
+    "HardNegativeITMLoss", "mine_hard_negatives", "finetune_info", "finetune_retrieval", "FINETUNE_FILE",
+    "FINETUNE_DEFAULTS",
+]

@@ -39,7 +39,9 @@ def _check(scores: torch.Tensor, caption_image: torch.Tensor) -> tuple[torch.Ten
     if n_captions == 0 or n_images == 0:
         raise EvalError(f"empty split: {n_captions} captions x {n_images} images; retrieval needs at least one of each")
     if caption_image.shape != (n_captions,):
-        raise EvalError(f"caption_image must have shape ({n_captions},) (one image per caption), got {tuple(caption_image.shape)}")
+        raise EvalError(
+            f"caption_image must have shape ({n_captions},) (one image per caption), got {tuple(caption_image.shape)}"
+        )
     if caption_image.is_floating_point() or caption_image.dtype == torch.bool:
         raise EvalError(f"caption_image must hold integer image indices, got {caption_image.dtype}")
     lo, hi = int(caption_image.min()), int(caption_image.max())

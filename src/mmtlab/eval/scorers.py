@@ -22,7 +22,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import torch
 
@@ -244,11 +244,13 @@ def exhaustive_scores(model, texts: Encoded, images: Encoded, batch_size: int, c
     n_chunks = -(-nc // chunk_size)
     if world_size > 1 and work_dir is None:
         raise EvalError("scoring on several ranks needs a work directory shared by all ranks")
-    store = ChunkDir(work_dir, {**(meta or {}), "n_captions": nc, "n_images": ni, "chunk_size": chunk_size}) if work_dir else None
+    chunks = None
+    if work_dir is not None:
+        chunks = ChunkDir(work_dir, {**(meta or {}), "n_captions": nc, "n_images": ni, "chunk_size": chunk_size})
     dual = model.config.is_dual
     scores = torch.empty(nc, ni, dtype=torch.float32)
     device = model_device(model)
-    todo = [j for j in rank_chunks(n_chunks, rank, world_size) if not (store and store.has(j))]
+    todo = [j for j in rank_chunks(n_chunks, rank, world_size) if not (chunks and chunks.has(j))]
     chunk_captions = [order[j * chunk_size : (j + 1) * chunk_size] for j in range(n_chunks)]
     n_scored = sum(len(chunk_captions[j]) for j in todo) * ni
     if progress is not None:
@@ -265,19 +267,19 @@ def exhaustive_scores(model, texts: Encoded, images: Encoded, batch_size: int, c
             cap_idx = caps.repeat_interleave(ni)  # caption-major: neighbouring pairs share a length
             img_idx = torch.arange(ni).repeat(len(caps))
             block = score_pairs(model, texts, images, cap_idx, img_idx, batch_size, update).view(len(caps), ni)
-        if store:
-            store.save(j, caps, block)
+        if chunks:
+            chunks.save(j, caps, block)
         else:
             scores[caps] = block
-    if store is None:
+    if chunks is None:
         return scores, n_scored
     if barrier:
         barrier()
-    missing = [j for j in range(n_chunks) if not store.has(j)]
+    missing = [j for j in range(n_chunks) if not chunks.has(j)]
     if missing:
-        raise EvalError(f"{len(missing)} score chunk(s) missing in {store.path} after scoring (first: {missing[0]})")
+        raise EvalError(f"{len(missing)} score chunk(s) missing in {chunks.path} after scoring (first: {missing[0]})")
     for j in range(n_chunks):
-        caps, block = store.load(j)
+        caps, block = chunks.load(j)
         scores[caps] = block
     return scores, n_scored
 

@@ -261,21 +261,9 @@ def extract_store(
             continue
         records, skipped = [], []
         for b in range(0, len(chunk), batch_size):
-            batch, kept, batch_boxes = [], [], []
-            for j, it in enumerate(chunk[b : b + batch_size], start=b):
-                try:
-                    im = load_rgb(it.path)
-                except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-                    skipped.append((str(it.path), f"{type(e).__name__}: {e}"))
-                    continue
-                batch.append(to_uint8_chw(im, size))
-                kept.append((j, to_uint8_chw(im, pixels) if pixels else None))
-                if given is not None:
-                    batch_boxes.append(_normalise_boxes(given[it.key], *im.size))
-            if batch:
-                regions = extractor(np.stack(batch), batch_boxes if given is not None else None)
-                records += [(j, r, px) for (j, px), r in zip(kept, regions)]
-            bar.update(len(chunk[b : b + batch_size]))
+            batch = chunk[b : b + batch_size]
+            records += _extract_batch(extractor, batch, b, size, pixels, given, skipped)
+            bar.update(len(batch))
         _save_part(part, records, skipped, classes)
     bar.close()
 
@@ -311,6 +299,27 @@ def extract_store(
     shutil.rmtree(parts)
     return {"out": str(out), "images": writer.n_images, "captions": writer.n_captions, "skipped": len(bad.bad),
             "first_skipped": bad.summary()["first_skipped"], "chunks_reused": reused, "chunks": len(chunks)}
+
+
+def _extract_batch(extractor, batch: list[ImageItem], first: int, size: int, pixels: int | None,
+                   given: dict[str, np.ndarray] | None, skipped: list[tuple[str, str]]) -> list[tuple]:
+    """Decode and extract one batch; unreadable images go to ``skipped``. Returns ``(index in chunk, regions,
+    pixels or None)`` per readable image."""
+    images, kept, boxes = [], [], []
+    for j, it in enumerate(batch, start=first):
+        try:
+            im = load_rgb(it.path)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+            skipped.append((str(it.path), f"{type(e).__name__}: {e}"))
+            continue
+        images.append(to_uint8_chw(im, size))
+        kept.append((j, to_uint8_chw(im, pixels) if pixels else None))
+        if given is not None:
+            boxes.append(_normalise_boxes(given[it.key], *im.size))
+    if not images:
+        return []
+    regions = extractor(np.stack(images), boxes if given is not None else None)
+    return [(j, r, px) for (j, px), r in zip(kept, regions)]
 
 
 def _save_part(path: Path, records: list, bad: list[tuple[str, str]], classes: bool) -> None:

@@ -14,6 +14,7 @@ checkpoint that :func:`latest_checkpoint` finds.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from ..config import ConfigError
 CKPT, TMP, OLD = "checkpoint", "checkpoint.tmp", "checkpoint.old"
 
 
+@functools.cache
 def code_version() -> dict:
     """mmtlab's version and, when running from a git checkout, the commit (``+dirty`` with local changes)."""
     from .. import __version__
@@ -75,23 +77,23 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict, meta: di
     save_weights(model, tmp / "model.safetensors")
     torch.save(state, tmp / "state.pt")
     (tmp / "meta.json").write_text(json.dumps({**meta, "time": time.time(), "code": code_version()}, indent=1))
-    _fsync_dir(tmp)
+    for f in [*tmp.iterdir(), tmp]:
+        _fsync(f)
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
-    _fsync_dir(run_dir)
+    _fsync(run_dir)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    for f in [*path.iterdir(), path] if path.is_dir() else [path]:
-        if f.is_file() or f == path:
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+def _fsync(path: Path) -> None:
+    """Flush a file, or a directory entry, to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 EXAMPLE = """examples:
@@ -60,7 +61,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
     train(cfg, out, resume=resume)
-    print(f"finished: {out / 'model.safetensors'}")
+    if os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(f"finished: {out / 'model.safetensors'}")
     return 0
 
 

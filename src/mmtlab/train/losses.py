@@ -147,8 +147,9 @@ class PretrainingLoss:
     """A loss set as a ``loss_fn(model, batch, step) -> (total, {term: loss})`` for :func:`mmtlab.train.train`.
 
     One forward pass over the corrupted batch serves ITM, MLM and MRM: a fraction of pairs becomes ITM
-    negatives, then words and regions are masked in the pairs that are still matched. Contrastive terms run
-    their own passes on the clean batch. ``total`` is the weighted sum; ``terms`` holds every active term.
+    negatives, then words and regions are masked in every pair, and MLM / MRM are scored only in the pairs
+    that are still matched. Contrastive terms run their own passes on the clean batch. ``total`` is the
+    weighted sum; ``terms`` holds every active term.
     """
 
     def __init__(self, cfg: LossConfig):
@@ -161,19 +162,19 @@ class PretrainingLoss:
             terms.update(self.fused_terms(model, batch))
         if w("itm-contrastive"):
             if model.config.is_dual:
-                ids = image_ids(batch) if batch.get("image_index") is not None else None
-                terms["itm-contrastive"] = dual_contrastive_loss(*unimodal_embeddings(model, batch), self.logit_scale(model), ids)
+                terms["itm-contrastive"] = self.dual_term(model, batch)
             else:
                 terms["itm-contrastive"] = cross_contrastive_loss(model, batch, cfg.contrastive_k)
         if w("itc"):
-            ids = image_ids(batch) if batch.get("image_index") is not None else None
-            terms["itc"] = dual_contrastive_loss(*unimodal_embeddings(model, batch), self.logit_scale(model), ids)
+            terms["itc"] = self.dual_term(model, batch)
         total = sum(w(t) * loss for t, loss in terms.items())
         return total, terms
 
     @staticmethod
-    def logit_scale(model: torch.nn.Module) -> torch.Tensor:
-        return model.proj.logit_scale.exp()
+    def dual_term(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        """The dual InfoNCE on the unimodal view (a dual model's own embeddings)."""
+        ids = image_ids(batch) if batch.get("image_index") is not None else None
+        return dual_contrastive_loss(*unimodal_embeddings(model, batch), model.proj.logit_scale.exp(), ids)
 
     def fused_terms(self, model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         """ITM, MLM and MRM from one forward pass (only the active ones)."""
@@ -182,17 +183,21 @@ class PretrainingLoss:
             x, labels = itm_negatives(batch, cfg.itm_neg_ratio, cfg.itm_swap)
         else:
             x, labels = dict(batch), torch.ones_like(batch["text_ids"][:, 0])
+        # Inputs are masked in every pair, matched or not (masking only matched pairs would tell the ITM head
+        # the answer); predictions and losses are made only at the targets of matched pairs.
         matched = labels.bool()  # (B,)
         ids, feats = x["text_ids"], x.get("img_feats")
         if w("mlm"):
             if x.get("text_word_ids") is None:
                 raise ValueError("mlm needs batch['text_word_ids'] (the word of each piece) for whole-word masking")
-            x["text_ids"], x["mlm_mask"] = mask_words(ids, x["text_word_ids"], matched, cfg.mlm_prob, cfg.mask_token_id, model.config.vocab_size)
+            x["text_ids"], masked = mask_words(ids, x["text_word_ids"], cfg.mlm_prob, cfg.mask_token_id, model.config.vocab_size)
+            x["mlm_mask"] = masked & matched[:, None]  # (B, T)
         mrm = [t for t in MRM_TERMS if w(t)]
         if mrm:
             if ("mrm-kl" in mrm or "mrm-cls" in mrm) and x.get("img_cls") is None:
                 raise ConfigError("mrm-kl / mrm-cls need region class distributions (the data has none); use mrm-reg")
-            x["img_feats"], x["mrm_mask"] = mask_regions(feats, x["img_mask"], matched, cfg.mrm_prob)
+            x["img_feats"], masked = mask_regions(feats, x["img_mask"], cfg.mrm_prob)
+            x["mrm_mask"] = masked & matched[:, None]  # (B, R)
         out = model(x)
         terms = {}
         if w("itm"):

@@ -71,39 +71,34 @@ def image_ids(batch: dict) -> torch.Tensor:
 
 
 def mask_words(
-    text_ids: torch.Tensor,
-    word_ids: torch.Tensor,
-    rows: torch.Tensor,
-    prob: float,
-    mask_token_id: int,
-    vocab_size: int,
+    text_ids: torch.Tensor, word_ids: torch.Tensor, prob: float, mask_token_id: int, vocab_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whole-word masking with BERT's 80/10/10 rule, only in the selected ``rows``.
+    """Whole-word masking with BERT's 80/10/10 rule.
 
-    text_ids, word_ids: (B, T) (``word_ids`` = index of each piece's word, -1 for special/pad tokens);
-    rows: (B,) bool. Picks ``max(1, round(prob * n_words))`` words per selected row; every piece of a picked
-    word is a target: 80% become ``[MASK]``, 10% a random id, 10% stay. Returns (new ids, mlm_mask (B, T)).
+    text_ids, word_ids: (B, T) (``word_ids`` = index of each piece's word, -1 for special/pad tokens).
+    Picks ``max(1, round(prob * n_words))`` words per caption; every piece of a picked word is a target:
+    80% become ``[MASK]``, 10% a random id, 10% stay. Returns (new ids, targets (B, T) bool).
     """
     B, T = text_ids.shape
     n_words = int(word_ids.max().item()) + 1 if word_ids.numel() else 0
     if n_words <= 0:
         return text_ids, torch.zeros_like(text_ids, dtype=torch.bool)
     present = torch.zeros(B, n_words + 1, dtype=torch.bool, device=text_ids.device)
-    present.scatter_(1, (word_ids + 1).clamp(min=0), True)  # column 0 collects the -1s
-    words = choose_per_row(present[:, 1:] & rows[:, None], prob)  # (B, W)
-    mlm_mask = words.gather(1, word_ids.clamp(min=0)) & (word_ids >= 0)  # (B, T)
+    present.scatter_(1, word_ids + 1, True)  # column 0 collects the -1s
+    words = choose_per_row(present[:, 1:], prob)  # (B, W)
+    targets = words.gather(1, word_ids.clamp(min=0)) & (word_ids >= 0)  # (B, T)
     r = torch.rand(B, T, device=text_ids.device)
     ids = text_ids.clone()
-    ids[mlm_mask & (r < 0.8)] = mask_token_id
-    rand_pos = mlm_mask & (r >= 0.8) & (r < 0.9)
+    ids[targets & (r < 0.8)] = mask_token_id
+    rand_pos = targets & (r >= 0.8) & (r < 0.9)
     ids[rand_pos] = torch.randint(0, vocab_size, (int(rand_pos.sum()),), device=ids.device)
-    return ids, mlm_mask
+    return ids, targets
 
 
-def mask_regions(img_feats: torch.Tensor, img_mask: torch.Tensor, rows: torch.Tensor, prob: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask ``max(1, round(prob * n))`` of the real regions of each selected row (never the global token
-    at index 0) by zeroing their features. Returns (new feats (B, R, F), mrm_mask (B, R))."""
+def mask_regions(img_feats: torch.Tensor, img_mask: torch.Tensor, prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask ``max(1, round(prob * n))`` of the ``n`` real regions of each image (never the global token at
+    index 0) by zeroing their features. Returns (new feats (B, R, F), targets (B, R) bool)."""
     valid = img_mask.clone()
     valid[:, 0] = False
-    mrm_mask = choose_per_row(valid & rows[:, None], prob)  # (B, R)
-    return img_feats.masked_fill(mrm_mask[..., None], 0.0), mrm_mask
+    targets = choose_per_row(valid, prob)  # (B, R)
+    return img_feats.masked_fill(targets[..., None], 0.0), targets

@@ -284,7 +284,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
     logger = Logger(out, step, d.main)
     amp = device.type == "cuda" and t.amp
     bar = _progress(t.steps, step, enabled=d.main and t.progress)
-    window_start, window_steps = time.perf_counter(), 0
+    window_start, window_steps, window = time.perf_counter(), 0, {}  # log lines average their window
     model.train()
     try:
         while step < t.steps:
@@ -311,15 +311,16 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
             step += 1
             window_steps += 1
             bar.update(1)
+            for k, v in {"loss": total, **terms}.items():
+                window[k] = window.get(k, 0.0) + v
             if step % t.log_every == 0 or step == t.steps:
-                elapsed = time.perf_counter() - window_start
-                sps = window_steps * t.batch_size / elapsed
-                record = {"step": step, "samples": step * t.batch_size, "loss": total.item()}
-                record |= {k: v.item() for k, v in terms.items()}
+                sps = window_steps * t.batch_size / (time.perf_counter() - window_start)
+                record = {"step": step, "samples": step * t.batch_size}
+                record |= {k: v.item() / window_steps for k, v in window.items()}
                 record |= {"lr": lr, "grad_norm": float(grad_norm), "samples_per_s": sps}
                 logger.log(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", samples_s=f"{sps:.0f}")
-                window_start, window_steps = time.perf_counter(), 0
+                window_start, window_steps, window = time.perf_counter(), 0, {}
             pause = time.perf_counter()  # evaluation and checkpoints do not count against samples/s
             if held_out and ((t.eval_every and step % t.eval_every == 0) or step == t.steps):
                 logger.log({"step": step, "val_itm_acc": held_out.itm_accuracy(model), "val_pairs": held_out.n_pairs})
