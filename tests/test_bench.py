@@ -99,3 +99,14 @@ def test_cli_bad_scale_is_one_line_error(capsys):
     assert e.value.code == 2
     assert main(["bench", "--compare", "vilbert", "--steps", "1"]) == 2
     assert "valid comparisons" in capsys.readouterr().err
+
+
+def test_profile_lists_top_operators():
+    results = bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, compare=("visualbert",), peers=False, profile=True)
+    row = results["comparisons"][0]
+    assert "theirs" not in row and "ratio_train" not in row
+    for task in ("train", "score"):
+        ops = row["ours_profile"][task]
+        assert 0 < len(ops) <= 8 and all(o["calls"] > 0 and 0 <= o["share"] <= 1 for o in ops)
+        assert sum(o["share"] for o in ops) <= 1 + 1e-9
+    assert "profile of ours" in bench.format_table(results)

@@ -79,6 +79,5 @@ def test_finetune_starts_from_the_run_and_evaluates_as_fine_tuned(tmp_path):
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 1
     r = evaluate_run(out, test_store, progress=False)
     assert r["protocol"] == "fine-tuned" and r["finetuned_from"] == str(run.resolve())
-    assert evaluate_run(run, test_store, progress=False)["protocol"] == "zero-shot"
     with pytest.raises(DataError, match="no split .train."):
         finetune_retrieval(run, test_store, tmp_path / "bad")

@@ -100,3 +100,16 @@ def test_bad_input_raises(scores, ci, match):
     with pytest.raises(EvalError, match=match):
         retrieval_metrics(scores, ci)
     assert issubclass(EvalError, ValueError)
+
+
+def test_imports_stay_light():
+    """``mmtlab eval`` registration imports no torch; the metrics need neither the data layer nor the trainer."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mmtlab.eval.cli; assert 'torch' not in sys.modules, 'torch'; "
+        "import mmtlab.eval.metrics; bad = [m for m in sys.modules if m.startswith(('mmtlab.data', 'mmtlab.train'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -48,7 +48,9 @@ def test_pixel_model_trains_end_to_end(pixel_run):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) >= 4 and all(torch.isfinite(torch.tensor(losses)))
-    assert losses[-1] < losses[0] - 0.5, losses  # MLM from ~ln(30522) falls within a few steps
+    # The fall within this budget is the MLM term's (from ~ln 30522); image-text alignment from raw pixels has a
+    # long plateau (docs/real-images.md: ~170 steps of 64 pairs before the contrastive loss leaves ln 64).
+    assert losses[-1] < losses[0] - 0.5, losses
 
 
 @pytest.mark.parametrize("scorer", ["exhaustive", "rerank"])

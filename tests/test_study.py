@@ -126,3 +126,21 @@ def test_study_cli_rejects_unknown_names_before_training(tmp_path, capsys):
     assert main(["study", "--grid", str(grid), "--out", str(tmp_path / "out")]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_claims_let_processes_share_a_study(tmp_path):
+    import subprocess
+    import sys
+
+    from mmtlab.study.runner import _claim
+
+    lock = tmp_path / "cell" / "lock"
+    with _claim(lock) as first:
+        assert first and lock.read_text().isdigit()
+        with _claim(lock) as second:
+            assert not second  # held by a live process (us)
+    assert not lock.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    lock.write_text(dead)  # a lock left by a process that died
+    with _claim(lock) as taken:
+        assert taken

@@ -51,6 +51,7 @@ def test_run_config_defaults_and_overrides(store):
     assert cfg.loss.weights == {"itm": 1.0, "mlm": 0.5} and cfg.loss.itm_neg_ratio == 0.3
     assert cfg.model.feat_dim == FEAT and cfg.model.n_region_classes == 68  # from the store's meta
     assert cfg.model.width == 128 and cfg.model.schedule == "MMMMMM"
+    assert Path(cfg.data_dirs[0]).is_absolute()  # resumable and evaluable from any working directory
     cfg = make_run_config("merged", data_dirs=[store], overrides={"loss.weights.itc": "0.2"})
     assert cfg.loss.weights == {"itm": 1.0, "mlm": 1.0, "mrm-kl": 1.0, "itc": 0.2}
 

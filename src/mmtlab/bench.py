@@ -127,7 +127,7 @@ def _autocast(device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def _train_step(loss_fn: Callable, model, optimizer) -> Callable[[], None]:
+def _train_step(loss_fn: Callable, optimizer) -> Callable[[], None]:
     """One training step, with no host synchronisation."""
 
     def step() -> None:
@@ -182,7 +182,7 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, device, compil
         name=f"mmtlab {'single-stream' if shared else 'two-stream'} {schedule}",
         model=model,
         params=_n(model),
-        train=_in_mode(model, True, _train_step(loss_fn, model, optimizer)),
+        train=_in_mode(model, True, _train_step(loss_fn, optimizer)),
         score=_in_mode(model, False, _no_grad(score_fn)),
         train_flops=_ours_flops(model, shape, int(inputs["mlm_mask"][0].sum())),
     )
@@ -264,7 +264,7 @@ def _hf(kind: str, shape: dict, inputs: dict, device, compile: bool) -> Contende
         f"attn={getattr(model.config, '_attn_implementation', None)})",
         model=model,
         params=_n(model),
-        train=_in_mode(model, True, _train_step(loss_fn, model, optimizer)),
+        train=_in_mode(model, True, _train_step(loss_fn, optimizer)),
         score=_in_mode(model, False, _no_grad(score_fn)),
         train_flops=_hf_flops(kind, model, shape, int(inputs["mlm_mask"][0].sum())),
     )
@@ -342,6 +342,21 @@ def check_bf16(model, inputs: dict, device) -> dict:
     return {"states_rel_err": rel, "itm_logits_max_abs_diff": itm, "ok": rel < 0.05 and itm < 0.1}
 
 
+def profile_ops(fn: Callable[[], None], device, top: int = 8) -> list[dict]:
+    """The ``top`` operators of one call of ``fn`` by self time (torch.profiler; device time on CUDA), with their
+    share of the total."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    fn()  # warm
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        fn()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: -getattr(e, key))
+    total = sum(getattr(e, key) for e in events) or 1
+    return [{"op": e.key, "share": getattr(e, key) / total, "calls": e.count} for e in events[:top]]
+
+
 def peak_flops(device, override_tflops: float | None) -> float | None:
     import torch
 
@@ -366,6 +381,7 @@ def run_bench(
     ablate: tuple[str, ...] = (),
     peak_tflops: float | None = None,
     threads: int | None = None,
+    profile: bool = False,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """Run the benchmark and return the results dict (what ``--out`` writes)."""
@@ -425,6 +441,8 @@ def run_bench(
         if peers:
             contenders["theirs"] = _hf(name, shape, inputs, dev, compile == "all")
         row: dict = {"comparison": f"ours vs {name}"}
+        if profile:
+            row["ours_profile"] = {task: profile_ops(getattr(ours, task), dev) for task in ("train", "score")}
         for task, key, unit in (("train", "train_samples_per_s", "samples"), ("score", "score_pairs_per_s", "pairs")):
             log(f"{row['comparison']}: timing {task} ({', '.join(c.name for c in contenders.values())})")
             secs = time_interleaved({k: getattr(c, task) for k, c in contenders.items()}, steps, warmup, dev)
@@ -480,6 +498,10 @@ def format_table(results: dict) -> str:
                 lines.append(f"{e['name'][:64]:<64} {e['train_samples_per_s']:>16,.1f} {e['score_pairs_per_s']:>14,.1f} {mfu:>6}")
         if "ratio_train" in row:
             lines.append(f"{'  ratio ours/theirs (' + row['comparison'] + ')':<64} {row['ratio_train']:>15.2f}x {row['ratio_score']:>13.2f}x")
+    for row in results["comparisons"]:
+        for task, ops in row.get("ours_profile", {}).items():
+            lines.append(f"profile of ours ({row['comparison']}, {task}): "
+                         + ", ".join(f"{o['op']} {100 * o['share']:.1f}%" for o in ops))
     if "bf16_check" in results:
         c = results["bf16_check"]
         lines.append(f"bf16 autocast vs fp32 (ours): states rel. err {c['states_rel_err']:.2e}, "
@@ -497,7 +519,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     results = run_bench(
         scale=args.scale, device=args.device, batch=args.batch, steps=args.steps, warmup=args.warmup,
         compile=args.compile, compare=_csv(args.compare), peers=not args.no_peers, ablate=_csv(args.ablate),
-        peak_tflops=args.peak_tflops, threads=args.threads, log=lambda s: print(s, file=sys.stderr, flush=True),
+        peak_tflops=args.peak_tflops, threads=args.threads, profile=args.profile, log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     print(format_table(results))
     if args.out:
@@ -512,7 +534,8 @@ def register(subparsers) -> None:
     """Add ``mmtlab bench`` to the ``mmtlab`` parser."""
     p = subparsers.add_parser(
         "bench", help="speed against the peers (HF VisualBERT, LXMERT), same machine, same run",
-        description=__doc__.split("\n\n")[0],
+        description="Time our models against HF VisualBERT and LXMERT (train step and ITM scoring), in one process "
+        "on one device, interleaved; see docs/performance.md.",
     )
     p.add_argument("--scale", default="tiny", choices=sorted(SHAPES), help="model and input shape (default: tiny)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -527,5 +550,6 @@ def register(subparsers) -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP/s for MFU (default: 989 on H100/H200)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice); 1 is steadier on a shared CPU")
+    p.add_argument("--profile", action="store_true", help="also print and save the top operators of our models' steps")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.set_defaults(func=_cmd_bench)

@@ -239,7 +239,6 @@ def evaluate_retrieval(
     return result
 
 
-
 # ---------------------------------------------------------------------------------------------- a run
 def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = None, split: str = "test",
                  scorer: str = "exhaustive", k: int = 128, shortlist: str | Path | None = None,

@@ -7,12 +7,17 @@ Layout of a study directory::
     DIR/cells/<cell>/run/            the training run (resumable)
     DIR/cells/<cell>/record.json     written last: the cell is finished
     DIR/results.csv, results.md, *.png   (mmtlab study report DIR)
+
+Several ``mmtlab study`` processes may share one directory (e.g. one per core, ``OMP_NUM_THREADS=1``): each
+claims a cell (or a dataset to generate) with a lock file before working on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -48,10 +53,15 @@ def prepare_data(grid: Grid, root: Path, log: Callable[[str], None] = print) -> 
             open_store(paths[name])  # fails early, naming the path, if it is not a store
             continue
         out = dataset_dir(root, name)
-        if not (out / "meta.json").exists():
-            log(f"generating dataset {name}: style {spec['style']}, {spec.get('n', 'default')} images, noise {spec.get('noise', 0.0)}")
-            synthesize(out, style=spec["style"], n=spec.get("n"), noise=float(spec.get("noise", 0.0)),
-                       seed=int(spec.get("seed", 0)), split=spec.get("split"))  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        while not (out / "meta.json").exists():
+            with _claim(out.parent / f".{name}.lock") as mine:
+                if not mine:  # another study process is generating it
+                    time.sleep(1)
+                    continue
+                log(f"generating dataset {name}: style {spec['style']}, {spec.get('n', 'default')} images, noise {spec.get('noise', 0.0)}")
+                synthesize(out, style=spec["style"], n=spec.get("n"), noise=float(spec.get("noise", 0.0)),
+                           seed=int(spec.get("seed", 0)), split=spec.get("split"))  # fmt: skip
         paths[name] = out
     return paths
 
@@ -67,11 +77,15 @@ def cell_overrides(grid: Grid, cell: Cell) -> dict[str, Any]:
 
 
 def _train_cell(grid: Grid, cell: Cell, data_dirs: list[Path], run_dir: Path, torchrun: int, progress: bool) -> None:
+    """Train (or resume) the cell's run; a run that died before its first checkpoint starts over."""
     from ..train import make_run_config, train
+    from ..train.checkpoint import latest_checkpoint
 
     overrides = cell_overrides(grid, cell)
     overrides.setdefault("train.progress", progress)
-    resume = (run_dir / "checkpoint").exists()
+    resume = latest_checkpoint(run_dir) is not None
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
     if torchrun > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={torchrun}", "-m", "mmtlab.cli", "train"]
         if resume:
@@ -111,7 +125,7 @@ def run_cell(grid: Grid, cell: Cell, root: Path, paths: dict[str, Path], torchru
     run_dir = cdir / "run"
     data_dirs = [paths[n] for n in grid.train_datasets(cell.data)]
     t0 = time.perf_counter()
-    if not _finished(run_dir):
+    if not (run_dir / "model.safetensors").exists():  # the trainer writes it when the run is complete
         _train_cell(grid, cell, data_dirs, run_dir, torchrun, progress)
     t1 = time.perf_counter()
     results = _evaluate_cell(grid, run_dir, paths[grid.eval["data"]], cdir / "scores", progress)
@@ -127,29 +141,6 @@ def run_cell(grid: Grid, cell: Cell, root: Path, paths: dict[str, Path], torchru
     _write_json(cdir / "record.json", record)
     shutil.rmtree(cdir / "scores", ignore_errors=True)
     return record
-
-
-def _finished(run_dir: Path) -> bool:
-    """A run is finished when its metrics say it reached its last step."""
-    try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        last = _last_metrics(run_dir)
-    except (OSError, ValueError):
-        return False
-    return last is not None and int(last.get("step", -1)) >= int(cfg["train"]["steps"])
-
-
-def _last_metrics(run_dir: Path) -> dict | None:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None
-    last = None
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if "step" in row:
-                last = row
-    return last
 
 
 def _throughput(run_dir: Path) -> float | None:
@@ -180,12 +171,44 @@ def run_study(grid: Grid, root: str | Path, torchrun: int = 0, progress: bool = 
         if cell.key in records:
             log(f"[{i}/{len(cells)}] {cell.key}: done, skipped")
             continue
-        log(f"[{i}/{len(cells)}] {cell.key}: training + evaluation")
-        records[cell.key] = run_cell(grid, cell, root, paths, torchrun, progress)
+        with _claim(root / "cells" / cell.key / "lock") as mine:
+            if not mine:
+                log(f"[{i}/{len(cells)}] {cell.key}: running in another process, skipped")
+                continue
+            log(f"[{i}/{len(cells)}] {cell.key}: training + evaluation")
+            records[cell.key] = run_cell(grid, cell, root, paths, torchrun, progress)
         r1 = records[cell.key]["results"]["text_to_image"]["R@1"]
         log(f"[{i}/{len(cells)}] {cell.key}: text->image R@1 {r1:.1f}%")
+    records = load_records(root)  # cells other processes finished meanwhile
     write_report(grid, root, records)
     return records
+
+
+@contextlib.contextmanager
+def _claim(lock: Path):
+    """Claim a cell or a dataset with a lock file holding our pid, so several `mmtlab study` processes can share
+    a study directory (each runs different cells). A lock whose process is gone is taken over."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text() or 0)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale: its process died
+                continue
+            yield False
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        try:
+            yield True
+        finally:
+            lock.unlink(missing_ok=True)
+        return
+    yield False
 
 
 def grid_to_dict(grid: Grid) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import ConfigError, ModelConfig, apply_overrides, from_dict
@@ -178,7 +179,7 @@ def make_run_config(
             raise ConfigError(f"unknown loss term(s) {bad} in loss.weights.*; valid terms: {', '.join(LOSS_TERMS)}")
         lcfg = loss_config(loss, weights={**lcfg.weights, **weight_overrides})
     cfg = RunConfig(
-        preset=preset, scale=scale, data_dirs=[str(d) for d in data_dirs], val_dir=val_dir,
+        preset=preset, scale=scale, data_dirs=[_absolute(d) for d in data_dirs], val_dir=val_dir and _absolute(val_dir),
         model=model_config(preset, scale), loss=lcfg,
     )  # fmt: skip
     if data_dirs:
@@ -186,6 +187,11 @@ def make_run_config(
     cfg = apply_overrides(cfg, overrides)
     check_run_config(cfg)
     return cfg
+
+
+def _absolute(path: str | Path) -> str:
+    """Data paths are stored absolute, so a run resumes and evaluates from any working directory."""
+    return str(Path(path).resolve())
 
 
 def _model_from_data(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
