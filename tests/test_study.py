@@ -144,3 +144,27 @@ def test_claims_let_processes_share_a_study(tmp_path):
     lock.write_text(dead)  # a lock left by a process that died
     with _claim(lock) as taken:
         assert taken
+
+
+def test_demo_quick_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
+    """`mmtlab demo --quick`: data -> pretraining of two presets -> zero-shot retrieval -> report and plot."""
+    from mmtlab.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    md = (out / "results.md").read_text()
+    assert "| `coco` | `merged` | `itm+mlm+mrm` |" in md and "| `coco` | `single-modality` | `itm+mlm+mrm` |" in md
+    assert "merged attention beats modality-specific attention" in md and md in printed
+    assert (out / "attention.png").read_bytes()[:4] == b"\x89PNG"
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {r["preset"] for r in rows} == {"merged", "single-modality"}
+    for path in out.glob("cells/*/record.json"):
+        rec = json.loads(path.read_text())
+        res = rec["results"]
+        assert res["protocol"] == "zero-shot" and res["n_images"] == 30 and res["n_captions"] == 150
+        assert 0.0 <= res["text_to_image"]["R@1"] <= res["text_to_image"]["R@5"] <= res["text_to_image"]["R@10"] <= 100.0
+        assert (path.parent / "run" / "model.safetensors").exists() and (path.parent / "run" / "config.yaml").exists()
+    # a second run finds every cell finished and only regenerates the report
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("done, skipped") == 2
