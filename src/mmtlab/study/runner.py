@@ -175,6 +175,10 @@ def run_study(grid: Grid, root: str | Path, torchrun: int = 0, progress: bool = 
             if not mine:
                 log(f"[{i}/{len(cells)}] {cell.key}: running in another process, skipped")
                 continue
+            record = root / "cells" / cell.key / "record.json"
+            if record.exists():  # another process finished it since we listed the records
+                log(f"[{i}/{len(cells)}] {cell.key}: done, skipped")
+                continue
             log(f"[{i}/{len(cells)}] {cell.key}: training + evaluation")
             records[cell.key] = run_cell(grid, cell, root, paths, torchrun, progress)
         r1 = records[cell.key]["results"]["text_to_image"]["R@1"]
