@@ -178,23 +178,27 @@ def plot(grid: Grid, records: dict[str, dict], root: Path, properties: dict[str,
 
 
 def dataset_properties(grid: Grid, root: Path) -> dict[str, dict[str, float]]:
-    """Noise and language similarity to the evaluation set of each training dataset (mixtures: pair-weighted)."""
+    """Noise and language similarity (fraction of word bigrams also in the evaluation captions, as
+``mmtlab data stats``) of each training dataset; mixtures are pair-weighted."""
     from ..data import open_store
-    from ..data.stats import language_similarity
+    from ..data.stats import overlap, sample_indices
     from .runner import dataset_dir
+
+    def captions(store, limit: int = 20_000) -> list[str]:
+        return [store.captions[int(i)] for i in sample_indices(len(store), limit)]
 
     def store_dir(name: str) -> Path:
         spec = grid.datasets[name]
         return Path(spec["dir"]) if "dir" in spec else dataset_dir(root, name)
 
-    ref = open_store(store_dir(grid.eval["data"]))
+    ref = captions(open_store(store_dir(grid.eval["data"])))
     single: dict[str, dict[str, float]] = {}
     for name, spec in grid.datasets.items():
         if "mix" in spec or name == grid.eval["data"] or not store_dir(name).exists():
             continue
         store = open_store(store_dir(name))
         single[name] = {"noise": float(store.meta.get("noise", spec.get("noise", 0.0))),
-                        "similarity": language_similarity(store, ref), "pairs": float(len(store))}  # fmt: skip
+                        "similarity": overlap(captions(store), ref)["bigram_tokens"] / 100.0, "pairs": float(len(store))}  # fmt: skip
     props = dict(single)
     for name, spec in grid.datasets.items():
         members = [single[m] for m in spec.get("mix", []) if m in single]
