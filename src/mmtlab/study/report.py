@@ -141,8 +141,9 @@ def plot(grid: Grid, records: dict[str, dict], root: Path, properties: dict[str,
     import matplotlib.pyplot as plt
 
     paths = []
+    tables = comparison_rows(grid, records)
     for comp in grid.comparisons:
-        rows = comparison_rows(grid, records)[comp.name]
+        rows = tables[comp.name]
         if not rows:
             continue
         labels = [r[comp.axis] for r in rows]
