@@ -47,6 +47,7 @@ def test_preset_forward_backward_reaches_every_parameter(preset):
     batch["mlm_mask"][:, 1] = True
     batch["mrm_mask"] = batch["img_mask"].clone()
     batch["mrm_mask"][:, 0] = False
+    batch["img_feats"][:, 1] = 0.0  # region 1 masked as MRM masks it (features zeroed)
     out = model(batch)
     B, T = batch["text_ids"].shape
     R, D = batch["img_feats"].shape[1], model.config.width
@@ -64,6 +65,28 @@ def test_preset_forward_backward_reaches_every_parameter(preset):
         assert p.grad is not None, f"{preset}: no gradient reaches {name}"
         assert torch.isfinite(p.grad).all(), f"{preset}: non-finite gradient in {name}"
         assert p.grad.abs().sum() > 0, f"{preset}: zero gradient in {name}"
+
+
+def test_zeroed_region_gets_the_mask_embedding_and_a_well_conditioned_gradient():
+    """A masked region (features zeroed) is embedded as the learned mask vector + its box embedding, and
+    its gradient into the feature projection is no larger than a real region's. (Before the mask vector,
+    LayerNorm(Linear(0)) = LayerNorm(bias) gave feat.bias gradients ~1e4 x larger, which global clipping
+    turned into a frozen model.)"""
+    model = tiny()
+    emb = model.image_embed
+    batch = make_batch(pad=False)
+    zeroed = dict(batch, img_feats=batch["img_feats"].clone())
+    zeroed["img_feats"][:, 1] = 0.0
+    feat_term = emb(zeroed["img_feats"], zeroed["img_boxes"]) - emb.box_norm(emb.box(zeroed["img_boxes"]))
+    torch.testing.assert_close(feat_term[:, 1], emb.mask.expand(3, -1))
+    torch.testing.assert_close(feat_term[:, 2], emb.feat_norm(emb.feat(batch["img_feats"][:, 2])))
+
+    def bias_grad(b):
+        model.zero_grad()
+        model(b)["itm_logits"][:, 1].sum().backward()
+        return emb.feat.bias.grad.norm().item()
+
+    assert bias_grad(zeroed) < 10 * bias_grad(batch)
 
 
 @pytest.mark.parametrize("preset", mmtlab.list_presets())

@@ -28,19 +28,28 @@ class TextEmbedding(nn.Module):
 
 
 class RegionEmbedding(nn.Module):
-    """ViLBERT/UNITER-style: ``LayerNorm(Linear(feats)) + LayerNorm(Linear(boxes))``, then dropout."""
+    """ViLBERT/UNITER-style: ``LayerNorm(Linear(feats)) + LayerNorm(Linear(boxes))``, then dropout.
+
+    A region whose features are all zero (how masked region modelling masks a region) gets a learned
+    ``mask`` vector in place of its feature term, the region analogue of ``[MASK]``. Without it the feature
+    term of a zeroed region is ``LayerNorm(bias)``: a LayerNorm of a near-constant vector, whose gradient
+    with respect to the bias is scaled by ``1/std(bias)`` (about 1e6 at initialisation) -- large enough to
+    dominate the global gradient norm, so that clipping shrinks every other gradient to nothing.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.feat = nn.Linear(cfg.feat_dim, cfg.width)
         self.feat_norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.mask = nn.Parameter(torch.zeros(cfg.width))  # initialised with the other weights (std 0.02)
         self.box = nn.Linear(cfg.box_dim, cfg.width)
         self.box_norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, img_feats: torch.Tensor, img_boxes: torch.Tensor) -> torch.Tensor:
-        x = self.feat_norm(self.feat(img_feats)) + self.box_norm(self.box(img_boxes))  # (B, R, D)
-        return self.drop(x)
+        zeroed = (img_feats == 0).all(-1, keepdim=True)  # (B, R, 1) masked (or padding) regions
+        feat = torch.where(zeroed, self.mask.to(img_feats.dtype), self.feat_norm(self.feat(img_feats)))  # (B, R, D)
+        return self.drop(feat + self.box_norm(self.box(img_boxes)))
 
 
 class PatchEmbedding(nn.Module):

@@ -41,6 +41,8 @@ class MultimodalTransformer(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
+        elif isinstance(m, RegionEmbedding):
+            nn.init.normal_(m.mask, std=0.02)
 
     # ----------------------------------------------------------------------------------- inputs
     def embed_text(self, text_ids: torch.Tensor) -> torch.Tensor:
