@@ -109,3 +109,15 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ConfigError, match="noise"):
         synthesize(tmp_path / "x", "coco", n=10, noise=1.5)
     assert not (tmp_path / "x").exists()
+
+
+def test_every_image_has_the_same_number_of_regions(tmp_path):
+    """Like a detector that keeps a fixed number of boxes: the region count says nothing about the objects
+    (a count that grew with them let a cross-encoder match caption length to region count)."""
+    from mmtlab.data.synth import REGIONS
+
+    s = open_store(synthesize(tmp_path / "r", "coco", n=50, seed=0))
+    counts = {len(s.image(i)["feats"]) for i in range(s.n_images)}
+    assert counts == {REGIONS}
+    objects = {len(object_classes(s.image(i))) for i in range(s.n_images)}
+    assert len(objects) > 2  # while scenes still hold 1-4 objects
