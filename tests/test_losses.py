@@ -21,7 +21,7 @@ from mmtlab.train.losses import (
     mrm_kl_loss,
     mrm_reg_loss,
 )
-from mmtlab.train.masking import choose_per_row, itm_negatives, mask_regions, mask_words
+from mmtlab.train.masking import choose_per_row, itm_negatives, mask_regions, mask_words, similar_caption_index
 
 FEAT, CLASSES = 16, 7
 
@@ -126,6 +126,27 @@ def test_itm_negatives_same_picture_stays_positive_and_caption_swap():
     assert 0 < image_swapped.sum() < 50
 
 
+def test_similar_negatives_pick_the_caption_that_says_the_same_thing():
+    """Captions 0/1 and 2/3 share their content pieces; 4-7 share nothing. Common pieces ([CLS], [SEP] and a
+    piece in every caption, like an article) do not count."""
+    content = [[1010, 1011, 1012], [1010, 1011, 1013], [1020, 1021, 1022], [1020, 1021, 1023]]
+    content += [[1030 + 3 * k, 1031 + 3 * k, 1032 + 3 * k] for k in range(4)]
+    text_ids = torch.tensor([[101, 1000, *c, 102, 0] for c in content])  # 1000 is in every caption
+    text_mask = text_ids != 0
+    torch.manual_seed(0)
+    picks = torch.stack([similar_caption_index(text_ids, text_mask) for _ in range(200)])  # (200, 8)
+    assert (picks != torch.arange(8)).all()  # never the pair itself
+    assert (picks[:, 0] == 1).float().mean() > 0.99 and (picks[:, 3] == 2).float().mean() > 0.99
+    assert len(set(picks[:, 4].tolist())) > 3  # no similar caption: a spread over the others
+
+    b = random_batch(B=8)
+    b.update(text_ids=text_ids, text_mask=text_mask, text_word_ids=torch.arange(7).expand(8, -1))
+    out, labels = itm_negatives(b, ratio=1.0, negatives="similar")
+    assert labels.sum() == 0 and out["image_index"][0] == b["image_index"][1]
+    with pytest.raises(ConfigError, match="itm_negatives"):
+        LossConfig(itm_negatives="hardest")
+
+
 # --------------------------------------------------------------------------------------------- terms
 def test_terms_match_hand_computation():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
@@ -208,6 +229,22 @@ def test_all_terms_and_hloss():
     per_layer = model(x)["itm_logits_per_layer"]
     expected = sum(F.cross_entropy(layer, labels) for layer in per_layer) / len(per_layer)
     assert terms["itm"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_a_term_counts_from_its_start_step():
+    """``loss.start``: MLM joins at step 5; before that it is computed and logged but weighs nothing."""
+    cfg = LossConfig(weights={"itm": 1.0, "mlm": 1.0}, start={"mlm": 5})
+    model, b = tiny_model(), random_batch()
+    for step, with_mlm in ((0, False), (4, False), (5, True), (9, True)):
+        torch.manual_seed(0)
+        total, terms = PretrainingLoss(cfg)(model, b, step=step)
+        assert terms["mlm"].item() > 0
+        expected = terms["itm"] + (terms["mlm"] if with_mlm else 0.0)
+        assert total.item() == pytest.approx(expected.item(), rel=1e-6), step
+    with pytest.raises(ConfigError, match="not in this loss set"):
+        LossConfig(weights={"itm": 1.0}, start={"mlm": 5})
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        LossConfig(weights={"itm": 1.0, "mlm": 1.0}, start={"mlm": -1})
 
 
 def test_mlm_and_mrm_only_on_matched_pairs_but_inputs_masked_everywhere():

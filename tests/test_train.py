@@ -49,6 +49,10 @@ def test_run_config_defaults_and_overrides(store):
     assert make_run_config("baseline").loss.name == "contrastive1024"  # the preset's default loss set
     cfg = make_run_config("merged", "itm+mlm", "tiny", [store], {"loss.weights.mlm": "0.5", "loss.itm_neg_ratio": "0.3"})
     assert cfg.loss.weights == {"itm": 1.0, "mlm": 0.5} and cfg.loss.itm_neg_ratio == 0.3
+    cfg = make_run_config("merged", "itm+mlm", "tiny", [store], {"loss.start.mlm": "200", "loss.itm_negatives": "similar"})
+    assert cfg.loss.start == {"mlm": 200} and cfg.loss.itm_negatives == "similar"
+    with pytest.raises(ConfigError, match="unknown loss term"):
+        make_run_config("merged", "itm+mlm", "tiny", [store], {"loss.start.mlmm": "200"})
     assert cfg.model.feat_dim == FEAT and cfg.model.n_region_classes == 68  # from the store's meta
     assert cfg.model.width == 128 and cfg.model.schedule == "MMMMMM"
     assert Path(cfg.data_dirs[0]).is_absolute()  # resumable and evaluable from any working directory

@@ -20,6 +20,7 @@ from ..presets import SCALES, loss_set, model_config, preset_info
 LOSS_TERMS = ("itm", "mlm", "mrm-kl", "mrm-cls", "mrm-reg", "itm-contrastive", "itc")
 MRM_TERMS = ("mrm-kl", "mrm-cls", "mrm-reg")
 ITM_SWAP = ("image", "caption", "either")
+ITM_NEGATIVES = ("random", "similar")
 SCHEDULES = ("linear", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -32,7 +33,9 @@ class LossConfig:
     weights: dict[str, float] = field(default_factory=lambda: {"itm": 1.0, "mlm": 1.0, "mrm-kl": 1.0})
     itm_neg_ratio: float = 0.5  # fraction of pairs turned into ITM negatives
     itm_swap: str = "image"  # what a negative swaps in from another sample: image, caption or either
+    itm_negatives: str = "random"  # which other sample: random (the paper) or similar (a caption like this one)
     contrastive_k: int = 32  # cross-encoders: negatives per caption for itm-contrastive
+    start: dict[str, int] = field(default_factory=dict)  # term -> first step it counts (default 0), e.g. {mlm: 200}
     mlm_prob: float = 0.15  # fraction of whole words masked (at least one per matched caption)
     mrm_prob: float = 0.15  # fraction of real regions masked (at least one per matched image)
     mask_token_id: int = 103  # [MASK] in bert-base-uncased
@@ -51,11 +54,23 @@ class LossConfig:
                 raise ConfigError(f"loss.{name}: {getattr(self, name)}; must be in [0, 1]")
         if self.itm_swap not in ITM_SWAP:
             raise ConfigError(f"loss.itm_swap: {self.itm_swap!r}; valid: {', '.join(ITM_SWAP)}")
+        if self.itm_negatives not in ITM_NEGATIVES:
+            raise ConfigError(f"loss.itm_negatives: {self.itm_negatives!r}; valid: {', '.join(ITM_NEGATIVES)}")
+        bad = sorted(set(self.start) - set(self.weights))
+        if bad:
+            raise ConfigError(f"loss.start: term(s) {bad} are not in this loss set; its terms: {', '.join(self.weights)}")
+        for term, step in self.start.items():
+            if step < 0:
+                raise ConfigError(f"loss.start.{term}: {step}; must be >= 0")
         if self.contrastive_k < 1:
             raise ConfigError(f"loss.contrastive_k: {self.contrastive_k}; must be >= 1")
 
     def weight(self, term: str) -> float:
         return float(self.weights.get(term, 0.0))
+
+    def weight_at(self, term: str, step: int) -> float:
+        """The term's weight at optimizer step ``step``: 0 before ``start[term]``."""
+        return self.weight(term) if step >= self.start.get(term, 0) else 0.0
 
     @property
     def active(self) -> list[str]:
@@ -143,15 +158,15 @@ def loss_config(name: str, **overrides: Any) -> LossConfig:
     return from_dict(LossConfig, {"name": name, **values}, prefix="loss")
 
 
-def _split_weight_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Separate ``loss.weights.<term>=w`` (a dict entry, which the generic override machinery cannot set)."""
-    weights, rest = {}, {}
+def _split_term_overrides(overrides: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate ``<prefix><term>=value`` (a dict entry, which the generic override machinery cannot set)."""
+    terms, rest = {}, {}
     for key, value in overrides.items():
-        if key.startswith("loss.weights."):
-            weights[key.removeprefix("loss.weights.")] = value
+        if key.startswith(prefix):
+            terms[key.removeprefix(prefix)] = value
         else:
             rest[key] = value
-    return weights, rest
+    return terms, rest
 
 
 def make_run_config(
@@ -171,13 +186,16 @@ def make_run_config(
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; valid scales: {', '.join(SCALES)}")
     loss = loss or preset_info(preset)["loss"]
-    weight_overrides, overrides = _split_weight_overrides(overrides)
+    weight_overrides, overrides = _split_term_overrides(overrides, "loss.weights.")
+    start_overrides, overrides = _split_term_overrides(overrides, "loss.start.")
     lcfg = loss_config(loss)
-    if weight_overrides:
-        bad = sorted(set(weight_overrides) - set(LOSS_TERMS))
+    for name, given in (("weights", weight_overrides), ("start", start_overrides)):
+        bad = sorted(set(given) - set(LOSS_TERMS))
         if bad:
-            raise ConfigError(f"unknown loss term(s) {bad} in loss.weights.*; valid terms: {', '.join(LOSS_TERMS)}")
-        lcfg = loss_config(loss, weights={**lcfg.weights, **weight_overrides})
+            raise ConfigError(f"unknown loss term(s) {bad} in loss.{name}.*; valid terms: {', '.join(LOSS_TERMS)}")
+    if weight_overrides or start_overrides:
+        start = {**lcfg.start, **start_overrides}
+        lcfg = loss_config(loss, weights={**lcfg.weights, **weight_overrides}, start=start)
     cfg = RunConfig(
         preset=preset, scale=scale, data_dirs=[_absolute(d) for d in data_dirs], val_dir=val_dir and _absolute(val_dir),
         model=model_config(preset, scale), loss=lcfg,

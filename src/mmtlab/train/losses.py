@@ -167,7 +167,7 @@ class PretrainingLoss:
                 terms["itm-contrastive"] = cross_contrastive_loss(model, batch, cfg.contrastive_k)
         if w("itc"):
             terms["itc"] = self.dual_term(model, batch)
-        total = sum(w(t) * loss for t, loss in terms.items())
+        total = sum(cfg.weight_at(t, step) * loss for t, loss in terms.items())
         return total, terms
 
     @staticmethod
@@ -180,7 +180,7 @@ class PretrainingLoss:
         """ITM, MLM and MRM from one forward pass (only the active ones)."""
         cfg, w = self.cfg, self.cfg.weight
         if w("itm"):
-            x, labels = itm_negatives(batch, cfg.itm_neg_ratio, cfg.itm_swap)
+            x, labels = itm_negatives(batch, cfg.itm_neg_ratio, cfg.itm_swap, cfg.itm_negatives)
         else:
             x, labels = dict(batch), torch.ones_like(batch["text_ids"][:, 0])
         # Inputs are masked in every pair, matched or not (masking only matched pairs would tell the ITM head

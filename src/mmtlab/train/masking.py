@@ -31,9 +31,31 @@ def other_index(batch_size: int, device: torch.device | str | None = None) -> to
     return (torch.arange(batch_size, device=device) + shift) % batch_size
 
 
-def itm_negatives(batch: dict, ratio: float, swap: str = "image") -> tuple[dict, torch.Tensor]:
+def similar_caption_index(text_ids: torch.Tensor, text_mask: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """For each row ``i`` a row ``j != i`` drawn with probability ``softmax(jaccard(i, j) / temperature)``, where
+    ``jaccard`` is the overlap of the two captions' sets of word pieces, leaving out pieces that occur in more
+    than half of the batch's captions (articles, ``[CLS]``, ``[SEP]``). (B,) long; requires ``B >= 2``.
+
+    The image of a caption that says nearly the same thing is a *hard* ITM negative: with random negatives a
+    cross-encoder can separate pairs by a coarse cue (how many objects, a colour) and never learn the rest.
+    """
+    B, vocab = text_ids.shape[0], int(text_ids.max()) + 1
+    bags = torch.zeros(B, vocab, device=text_ids.device)
+    bags.scatter_(1, text_ids.masked_fill(~text_mask, 0), 1.0)  # (B, V) which pieces each caption uses
+    bags[:, 0] = 0.0  # padding id
+    bags = bags * (bags.mean(0) <= 0.5)  # drop batch-level stop pieces
+    inter = bags @ bags.T  # (B, B)
+    n = bags.sum(1)
+    jaccard = inter / (n[:, None] + n[None, :] - inter).clamp_min(1.0)
+    logits = (jaccard / temperature).fill_diagonal_(float("-inf"))
+    return torch.multinomial(logits.softmax(1), 1).squeeze(1)  # (B,)
+
+
+def itm_negatives(batch: dict, ratio: float, swap: str = "image", negatives: str = "random") -> tuple[dict, torch.Tensor]:
     """Turn a fraction ``ratio`` of the pairs into mismatches by swapping in another sample's image
-    (``swap="image"``), caption (``"caption"``) or, per pair at random, either (``"either"``).
+    (``swap="image"``), caption (``"caption"``) or, per pair at random, either (``"either"``). The other
+    sample is uniformly random (``negatives="random"``, the paper's ITM) or one whose caption is similar
+    (``"similar"``: :func:`similar_caption_index`).
 
     Returns the new batch (a shallow copy; the input is not modified) and ``itm_labels`` (B,) long,
     1 = matched. A swapped pair whose image is the same picture (``image_index`` equal, e.g. another caption
@@ -42,7 +64,12 @@ def itm_negatives(batch: dict, ratio: float, swap: str = "image") -> tuple[dict,
     B = batch["text_ids"].shape[0]
     device = batch["text_ids"].device
     swapped = torch.rand(B, device=device) < ratio if B > 1 else torch.zeros(B, dtype=torch.bool, device=device)
-    j = other_index(B, device) if B > 1 else torch.zeros(B, dtype=torch.long, device=device)
+    if B < 2:
+        j = torch.zeros(B, dtype=torch.long, device=device)
+    elif negatives == "similar":
+        j = similar_caption_index(batch["text_ids"], batch["text_mask"])
+    else:
+        j = other_index(B, device)
     src = torch.where(swapped, j, torch.arange(B, device=device))  # (B,) row the swapped part comes from
     if swap == "either":
         use_caption = torch.rand(B, device=device) < 0.5
