@@ -147,6 +147,41 @@ def test_similar_negatives_pick_the_caption_that_says_the_same_thing():
         LossConfig(itm_negatives="hardest")
 
 
+def test_itc_negatives_follow_the_similarity_and_skip_the_same_picture():
+    """``itm_negatives="itc"``: caption i gets the image its embedding ranks highest (row i of the
+    caption-to-image logits), image i the caption ranked highest for it (column i); never the pair itself
+    nor another caption of the same picture."""
+    b = random_batch(B=6)
+    b["image_index"] = torch.tensor([100, 101, 102, 103, 104, 104])  # rows 4 and 5: two captions, one picture
+    sim = torch.full((6, 6), -50.0)
+    sim[0, 3] = sim[1, 2] = sim[2, 5] = sim[3, 0] = 50.0  # row i -> the preferred image
+    sim[4, 5] = sim[5, 4] = 50.0  # the same picture: must not be drawn
+    sim[4, 1] = sim[5, 1] = 10.0  # their best other picture
+    torch.manual_seed(0)
+    out, labels = itm_negatives(b, ratio=1.0, swap="image", negatives="itc", similarity=sim)
+    assert out["image_index"].tolist() == [103, 102, 104, 100, 101, 101]
+    assert labels.sum() == 0
+    out, labels = itm_negatives(b, ratio=1.0, swap="caption", negatives="itc", similarity=sim)
+    picked = out["caption_index"].tolist()  # column i: the caption that ranks image i highest
+    assert picked[0] == 3 and picked[1] in (4, 5) and picked[2:4] == [1, 0]
+    assert labels.sum() == 0
+    with pytest.raises(ValueError, match="similarity"):
+        itm_negatives(b, ratio=1.0, negatives="itc")
+    with pytest.raises(ConfigError, match="loss.weights.itc"):
+        LossConfig(weights={"itm": 1.0}, itm_negatives="itc")
+
+
+def test_itc_negatives_in_the_loss_use_the_itc_embeddings():
+    """With ``itc`` weighted, the fused ITM pass draws its negatives from the same pass's embeddings."""
+    cfg = LossConfig(weights={"itm": 1.0, "mlm": 1.0, "itc": 0.5}, itm_negatives="itc")
+    model = tiny_model()
+    torch.manual_seed(3)
+    total, terms = PretrainingLoss(cfg)(model, random_batch(), step=0)
+    assert set(terms) == {"itm", "mlm", "itc"} and torch.isfinite(total)
+    total.backward()
+    assert model.proj.text.weight.grad.abs().sum() > 0 and model.itm[-1].classifier.weight.grad.abs().sum() > 0
+
+
 # --------------------------------------------------------------------------------------------- terms
 def test_terms_match_hand_computation():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
@@ -231,6 +266,15 @@ def test_all_terms_and_hloss():
     assert terms["itm"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_itc_on_a_dual_model_is_its_contrastive_loss_computed_once():
+    model, b = tiny_model("baseline").eval(), random_batch()
+    cfg = LossConfig(weights={"itm-contrastive": 1.0, "itc": 0.5})
+    total, terms = PretrainingLoss(cfg)(model, b, step=0)
+    alone = PretrainingLoss(LossConfig(weights={"itm-contrastive": 1.0}))(model, b, step=0)[1]["itm-contrastive"]
+    assert terms["itc"] is terms["itm-contrastive"] and terms["itc"].item() == pytest.approx(alone.item(), rel=1e-6)
+    assert total.item() == pytest.approx(1.5 * alone.item(), rel=1e-6)
+
+
 def test_a_term_counts_from_its_start_step():
     """``loss.start``: MLM joins at step 5; before that it is computed and logged but weighs nothing."""
     cfg = LossConfig(weights={"itm": 1.0, "mlm": 1.0}, start={"mlm": 5})
@@ -245,6 +289,29 @@ def test_a_term_counts_from_its_start_step():
         LossConfig(weights={"itm": 1.0}, start={"mlm": 5})
     with pytest.raises(ConfigError, match="must be >= 0"):
         LossConfig(weights={"itm": 1.0, "mlm": 1.0}, start={"mlm": -1})
+
+
+def test_clean_itm_inputs_score_itm_on_unmasked_pairs():
+    """``loss.itm_inputs=clean`` (UNITER): ITM comes from its own pass over the unmasked pairs, MLM and MRM from a
+    pass over the masked batch in which every pair is matched; ``masked`` (the default) scores ITM on masked
+    inputs."""
+    model, b = tiny_model().eval(), random_batch(B=8)
+    with torch.no_grad():  # an ITM head far from ln 2, so that masked and clean inputs score apart
+        for layer in (model.itm[-1].text_pool, model.itm[-1].img_pool, model.itm[-1].classifier):
+            layer.weight.mul_(50.0)
+    weights = {"itm": 1.0, "mlm": 1.0, "mrm-kl": 1.0}
+    torch.manual_seed(4)
+    _, clean = PretrainingLoss(LossConfig(weights=weights, itm_inputs="clean"))(model, b, step=0)
+    torch.manual_seed(4)
+    x, labels = itm_negatives(b, 0.5)
+    assert 0 < labels.sum() < 8
+    assert clean["itm"].item() == pytest.approx(itm_loss(model(x), labels).item(), rel=1e-6)
+    torch.manual_seed(4)
+    _, masked = PretrainingLoss(LossConfig(weights=weights))(model, b, step=0)
+    assert abs(masked["itm"].item() - clean["itm"].item()) > 1e-3
+    assert set(clean) == set(masked) == set(weights)
+    with pytest.raises(ConfigError, match="itm_inputs"):
+        LossConfig(itm_inputs="noisy")
 
 
 def test_mlm_and_mrm_only_on_matched_pairs_but_inputs_masked_everywhere():

@@ -46,7 +46,7 @@ def test_grid_expands_cells_once_per_seed_and_dedupes():
     "change, pattern",
     [
         ({"comparisons": {"a": {"axis": "preset", "data": ["coco"], "preset": ["mergd"]}}}, r"unknown preset 'mergd'; valid presets: merged, "),
-        ({"comparisons": {"a": {"axis": "loss", "data": ["coco"], "preset": ["merged"], "loss": ["itm"]}}}, r"unknown loss set 'itm'; valid loss sets: default, itm\+mlm\+mrm"),
+        ({"comparisons": {"a": {"axis": "loss", "data": ["coco"], "preset": ["merged"], "loss": ["itm+mln"]}}}, r"unknown loss set 'itm\+mln'; valid loss sets: default, itm\+mlm\+mrm"),
         ({"comparisons": {"a": {"axis": "data", "data": ["coc"], "preset": ["merged"]}}}, r"unknown dataset 'coc'; valid datasets: coco, cc, test"),
         ({"comparisons": {"a": {"axis": "colour", "data": ["coco"], "preset": ["merged"]}}}, r"axis 'colour'; valid axes: data, preset, loss"),
         ({"datasets": {"x": {"style": "instagram"}, "test": {"style": "flickr"}}}, r"unknown style 'instagram'; valid styles: .*coco"),
@@ -97,10 +97,11 @@ def test_verdicts_use_the_seed_spread():
 
 
 def test_report_tables_and_csv(tmp_path):
-    grid = parse_grid(_grid())
+    grid = parse_grid(_grid(overrides={"train.steps": 400, "loss.weights.itc": 0.5}))
     recs = _records(grid, {"merged": [40, 44], "single-modality": [10, 12], "contrastive32": [43, 47], "baseline": [5, 5]})
     md = markdown(grid, recs)
     assert "## attention (varying preset)" in md and "## losses (varying loss)" in md
+    assert "Settings of every cell: `train.steps=400`, `loss.weights.itc=0.5`." in md
     assert "| `coco` | `single-modality` | `itm+mlm+mrm` | 11.0 ± 1.4 |" in md
     assert "**merged beats single**: **supported**" in md and "Chance R@1: 20.0%" in md
     write_csv(recs, tmp_path / "results.csv")
@@ -154,7 +155,7 @@ def test_demo_quick_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     md = (out / "results.md").read_text()
-    assert "| `coco` | `merged` | `itm+mlm+mrm` |" in md and "| `coco` | `single-modality` | `itm+mlm+mrm` |" in md
+    assert "| `coco` | `merged` | `itm` |" in md and "| `coco` | `single-modality` | `itm` |" in md
     assert "merged attention beats modality-specific attention" in md and md in printed
     assert (out / "attention.png").read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.DictReader(open(out / "results.csv")))

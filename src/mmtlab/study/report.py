@@ -103,6 +103,8 @@ def markdown(grid: Grid, records: dict[str, dict], properties: dict[str, dict[st
         f"(split `{grid.eval['split']}`, scorer `{grid.eval['scorer']}`). {len(records)}/{len(grid.cells)} cells finished, "
         f"{total / 60:.1f} min of training + evaluation. Values are mean ± std over seeds (text→image = image retrieval)."
     )
+    if grid.overrides:
+        lines += ["", "Settings of every cell: " + ", ".join(f"`{k}={v}`" for k, v in grid.overrides.items()) + "."]
     for comp in grid.comparisons:
         rows = tables[comp.name]
         lines += ["", f"## {comp.name} (varying {comp.axis})", ""]

@@ -20,7 +20,8 @@ from ..presets import SCALES, loss_set, model_config, preset_info
 LOSS_TERMS = ("itm", "mlm", "mrm-kl", "mrm-cls", "mrm-reg", "itm-contrastive", "itc")
 MRM_TERMS = ("mrm-kl", "mrm-cls", "mrm-reg")
 ITM_SWAP = ("image", "caption", "either")
-ITM_NEGATIVES = ("random", "similar")
+ITM_NEGATIVES = ("random", "similar", "itc")
+ITM_INPUTS = ("masked", "clean")
 SCHEDULES = ("linear", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -33,7 +34,8 @@ class LossConfig:
     weights: dict[str, float] = field(default_factory=lambda: {"itm": 1.0, "mlm": 1.0, "mrm-kl": 1.0})
     itm_neg_ratio: float = 0.5  # fraction of pairs turned into ITM negatives
     itm_swap: str = "image"  # what a negative swaps in from another sample: image, caption or either
-    itm_negatives: str = "random"  # which other sample: random (the paper) or similar (a caption like this one)
+    itm_negatives: str = "random"  # which other sample: random (the paper), similar (caption) or itc (embeddings)
+    itm_inputs: str = "masked"  # masked: ITM, MLM, MRM share one pass (ViLBERT); clean: ITM in its own pass (UNITER)
     contrastive_k: int = 32  # cross-encoders: negatives per caption for itm-contrastive
     start: dict[str, int] = field(default_factory=dict)  # term -> first step it counts (default 0), e.g. {mlm: 200}
     mlm_prob: float = 0.15  # fraction of whole words masked (at least one per matched caption)
@@ -56,6 +58,10 @@ class LossConfig:
             raise ConfigError(f"loss.itm_swap: {self.itm_swap!r}; valid: {', '.join(ITM_SWAP)}")
         if self.itm_negatives not in ITM_NEGATIVES:
             raise ConfigError(f"loss.itm_negatives: {self.itm_negatives!r}; valid: {', '.join(ITM_NEGATIVES)}")
+        if self.itm_inputs not in ITM_INPUTS:
+            raise ConfigError(f"loss.itm_inputs: {self.itm_inputs!r}; valid: {', '.join(ITM_INPUTS)}")
+        if self.itm_negatives == "itc" and not self.weight("itc"):
+            raise ConfigError("loss.itm_negatives=itc mines negatives with the itc embeddings; give itc a weight (loss.weights.itc=...)")
         bad = sorted(set(self.start) - set(self.weights))
         if bad:
             raise ConfigError(f"loss.start: term(s) {bad} are not in this loss set; its terms: {', '.join(self.weights)}")

@@ -158,31 +158,51 @@ class PretrainingLoss:
     def __call__(self, model: torch.nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, w = self.cfg, self.cfg.weight
         terms: dict[str, torch.Tensor] = {}
+        similarity = None
+        if w("itc"):  # before the fused pass: its caption-to-image logits pick itc-mined ITM negatives
+            terms["itc"], similarity = self.dual_term(model, batch)
         if any(w(t) for t in ("itm", "mlm", *MRM_TERMS)):
-            terms.update(self.fused_terms(model, batch))
+            terms.update(self.fused_terms(model, batch, similarity))
         if w("itm-contrastive"):
-            if model.config.is_dual:
-                terms["itm-contrastive"] = self.dual_term(model, batch)
+            if model.config.is_dual:  # the same InfoNCE as itc on a dual model: computed once
+                terms["itm-contrastive"] = terms["itc"] if "itc" in terms else self.dual_term(model, batch)[0]
             else:
                 terms["itm-contrastive"] = cross_contrastive_loss(model, batch, cfg.contrastive_k)
-        if w("itc"):
-            terms["itc"] = self.dual_term(model, batch)
         total = sum(cfg.weight_at(t, step) * loss for t, loss in terms.items())
         return total, terms
 
     @staticmethod
-    def dual_term(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-        """The dual InfoNCE on the unimodal view (a dual model's own embeddings)."""
+    def dual_term(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dual InfoNCE on the unimodal view (a dual model's own embeddings), and the (B, B)
+        caption-to-image logits it was computed from."""
         ids = image_ids(batch) if batch.get("image_index") is not None else None
-        return dual_contrastive_loss(*unimodal_embeddings(model, batch), model.proj.logit_scale.exp(), ids)
+        text_emb, img_emb = unimodal_embeddings(model, batch)
+        scale = model.proj.logit_scale.exp()
+        similarity = scale.clamp(max=MAX_LOGIT_SCALE) * text_emb.float() @ img_emb.float().T  # (B, B)
+        return dual_contrastive_loss(text_emb, img_emb, scale, ids), similarity
 
-    def fused_terms(self, model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        """ITM, MLM and MRM from one forward pass (only the active ones)."""
+    def fused_terms(self, model: torch.nn.Module, batch: dict, similarity: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """ITM, MLM and MRM (only the active ones): from one forward pass over the corrupted batch, or with
+        ``loss.itm_inputs=clean`` ITM from its own pass over unmasked pairs and MLM / MRM from a pass over the
+        masked, all-matched batch. ``similarity``: the batch's (B, B) caption-to-image logits from the ``itc``
+        term, for ``loss.itm_negatives=itc``."""
         cfg, w = self.cfg, self.cfg.weight
+        needs_masking = w("mlm") or any(w(t) for t in MRM_TERMS)
         if w("itm"):
-            x, labels = itm_negatives(batch, cfg.itm_neg_ratio, cfg.itm_swap, cfg.itm_negatives)
-        else:
-            x, labels = dict(batch), torch.ones_like(batch["text_ids"][:, 0])
+            x, labels = itm_negatives(batch, cfg.itm_neg_ratio, cfg.itm_swap, cfg.itm_negatives, similarity)
+            if cfg.itm_inputs == "masked" or not needs_masking:
+                return self.masked_terms(model, x, labels)
+            terms = {"itm": itm_loss(model(x), labels)}
+            return terms | self.masked_terms(model, dict(batch), None)
+        return self.masked_terms(model, dict(batch), None)
+
+    def masked_terms(self, model: torch.nn.Module, x: dict, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """One forward pass over ``x`` with words and regions masked: MLM and MRM at the targets of matched
+        pairs, and ITM against ``labels`` (1 = matched) unless ``labels`` is None (then every pair is matched)."""
+        cfg, w = self.cfg, self.cfg.weight
+        with_itm = labels is not None
+        if labels is None:
+            labels = torch.ones_like(x["text_ids"][:, 0])
         # Inputs are masked in every pair, matched or not (masking only matched pairs would tell the ITM head
         # the answer); predictions and losses are made only at the targets of matched pairs.
         matched = labels.bool()  # (B,)
@@ -200,7 +220,7 @@ class PretrainingLoss:
             x["mrm_mask"] = masked & matched[:, None]  # (B, R)
         out = model(x)
         terms = {}
-        if w("itm"):
+        if with_itm:
             terms["itm"] = itm_loss(out, labels)
         if w("mlm"):
             terms["mlm"] = mlm_loss(out["mlm_logits"], ids[x["mlm_mask"]])

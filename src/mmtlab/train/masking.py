@@ -31,14 +31,20 @@ def other_index(batch_size: int, device: torch.device | str | None = None) -> to
     return (torch.arange(batch_size, device=device) + shift) % batch_size
 
 
-def similar_caption_index(text_ids: torch.Tensor, text_mask: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
-    """For each row ``i`` a row ``j != i`` drawn with probability ``softmax(jaccard(i, j) / temperature)``, where
-    ``jaccard`` is the overlap of the two captions' sets of word pieces, leaving out pieces that occur in more
-    than half of the batch's captions (articles, ``[CLS]``, ``[SEP]``). (B,) long; requires ``B >= 2``.
+def sample_other(logits: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """For each row ``i`` a column ``j != i`` drawn with probability ``softmax(logits[i])`` over the allowed
+    columns. logits: (B, B); ``exclude`` (B, B) bool marks further columns not to draw (e.g. other pairs of the
+    same picture); a row left with nothing draws among all ``j != i``. (B,) long; needs ``B >= 2``."""
+    eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    banned = eye if exclude is None else eye | exclude
+    banned = torch.where(banned.all(1, keepdim=True), eye, banned)  # (B, B)
+    probs = logits.float().masked_fill(banned, float("-inf")).softmax(1)
+    return torch.multinomial(probs, 1).squeeze(1)  # (B,)
 
-    The image of a caption that says nearly the same thing is a *hard* ITM negative: with random negatives a
-    cross-encoder can separate pairs by a coarse cue (how many objects, a colour) and never learn the rest.
-    """
+
+def caption_similarity(text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    """(B, B) Jaccard overlap of the captions' sets of word pieces, leaving out pieces that occur in more than
+    half of the batch's captions (articles, ``[CLS]``, ``[SEP]``)."""
     B, vocab = text_ids.shape[0], int(text_ids.max()) + 1
     bags = torch.zeros(B, vocab, device=text_ids.device)
     bags.scatter_(1, text_ids.masked_fill(~text_mask, 0), 1.0)  # (B, V) which pieces each caption uses
@@ -46,46 +52,71 @@ def similar_caption_index(text_ids: torch.Tensor, text_mask: torch.Tensor, tempe
     bags = bags * (bags.mean(0) <= 0.5)  # drop batch-level stop pieces
     inter = bags @ bags.T  # (B, B)
     n = bags.sum(1)
-    jaccard = inter / (n[:, None] + n[None, :] - inter).clamp_min(1.0)
-    logits = (jaccard / temperature).fill_diagonal_(float("-inf"))
-    return torch.multinomial(logits.softmax(1), 1).squeeze(1)  # (B,)
+    return inter / (n[:, None] + n[None, :] - inter).clamp_min(1.0)
 
 
-def itm_negatives(batch: dict, ratio: float, swap: str = "image", negatives: str = "random") -> tuple[dict, torch.Tensor]:
+def similar_caption_index(
+    text_ids: torch.Tensor, text_mask: torch.Tensor, exclude: torch.Tensor | None = None, temperature: float = 0.05
+) -> torch.Tensor:
+    """For each row ``i`` a row ``j != i`` (and not excluded) drawn with probability
+    ``softmax(caption_similarity(i, j) / temperature)``. (B,) long; requires ``B >= 2``.
+
+    The image of a caption that says nearly the same thing is a *hard* ITM negative: with random negatives a
+    cross-encoder can separate pairs by a coarse cue (how many objects, a colour) and never learn the rest.
+    """
+    return sample_other(caption_similarity(text_ids, text_mask) / temperature, exclude)
+
+
+def itm_negatives(
+    batch: dict, ratio: float, swap: str = "image", negatives: str = "random", similarity: torch.Tensor | None = None
+) -> tuple[dict, torch.Tensor]:
     """Turn a fraction ``ratio`` of the pairs into mismatches by swapping in another sample's image
     (``swap="image"``), caption (``"caption"``) or, per pair at random, either (``"either"``). The other
-    sample is uniformly random (``negatives="random"``, the paper's ITM) or one whose caption is similar
-    (``"similar"``: :func:`similar_caption_index`).
+    sample is
 
-    Returns the new batch (a shallow copy; the input is not modified) and ``itm_labels`` (B,) long,
-    1 = matched. A swapped pair whose image is the same picture (``image_index`` equal, e.g. another caption
-    of the same image) stays labelled 1.
+    * ``negatives="random"``: uniformly random (the paper's ITM);
+    * ``"similar"``: one whose caption is similar (:func:`similar_caption_index`);
+    * ``"itc"``: one the model's own embeddings rank close (ALBEF's hard negatives). ``similarity`` (B, B) holds
+      the caption-to-image logits (``text_emb @ img_emb.T * scale``): caption ``i`` gets image ``j`` with
+      probability ``softmax(similarity[i])``, image ``i`` gets caption ``j`` with ``softmax(similarity[:, i])``.
+
+    ``similar`` and ``itc`` never draw another pair of the same picture. Returns the new batch (a shallow
+    copy; the input is not modified) and ``itm_labels`` (B,) long, 1 = matched. A swapped pair whose image is
+    the same picture (``image_index`` equal, e.g. another caption of the same image) stays labelled 1.
     """
     B = batch["text_ids"].shape[0]
     device = batch["text_ids"].device
+    rows = torch.arange(B, device=device)
+    same = None
+    if batch.get("image_index") is not None:
+        ids = image_ids(batch)
+        same = ids[:, None] == ids[None, :]  # (B, B) pairs of the same picture
     swapped = torch.rand(B, device=device) < ratio if B > 1 else torch.zeros(B, dtype=torch.bool, device=device)
-    if B < 2:
-        j = torch.zeros(B, dtype=torch.long, device=device)
-    elif negatives == "similar":
-        j = similar_caption_index(batch["text_ids"], batch["text_mask"])
-    else:
-        j = other_index(B, device)
-    src = torch.where(swapped, j, torch.arange(B, device=device))  # (B,) row the swapped part comes from
     if swap == "either":
         use_caption = torch.rand(B, device=device) < 0.5
     else:
         use_caption = torch.full((B,), swap == "caption", device=device)
-    rows = {}  # for image and caption: the row each pair's part comes from
-    rows["image"] = torch.where(use_caption, torch.arange(B, device=device), src)  # (B,)
-    rows["caption"] = torch.where(use_caption, src, torch.arange(B, device=device))  # (B,)
+    if B < 2:
+        j = rows
+    elif negatives == "similar":
+        j = similar_caption_index(batch["text_ids"], batch["text_mask"], same)
+    elif negatives == "itc":
+        if similarity is None:
+            raise ValueError("itm_negatives='itc' needs the (B, B) caption-to-image similarity of the batch")
+        sim = similarity.detach()
+        j = torch.where(use_caption, sample_other(sim.T, same), sample_other(sim, same))
+    else:
+        j = other_index(B, device)
+    src = torch.where(swapped, j, rows)  # (B,) row the swapped part comes from
+    image_row = torch.where(use_caption, rows, src)  # (B,) the row each pair's image comes from
+    caption_row = torch.where(use_caption, src, rows)
     out = dict(batch)
-    for keys, part in ((IMAGE_KEYS, "image"), (TEXT_KEYS, "caption")):
+    for keys, row in ((IMAGE_KEYS, image_row), (TEXT_KEYS, caption_row)):
         for key in keys:
             if batch.get(key) is not None:
-                out[key] = batch[key][rows[part]]
-    if batch.get("image_index") is not None:  # matched = the image is the one the caption was written for
-        image = image_ids(batch)
-        return out, (image[rows["image"]] == image[rows["caption"]]).long()
+                out[key] = batch[key][row]
+    if same is not None:  # matched = the image is the one the caption was written for
+        return out, same[caption_row, image_row].long()
     return out, (~swapped).long()
 
 
