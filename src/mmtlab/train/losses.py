@@ -84,6 +84,11 @@ def _gather(x: torch.Tensor, with_grad: bool) -> tuple[torch.Tensor, int]:
     return torch.cat(parts), dist.get_rank() * x.shape[0]
 
 
+def similarity_logits(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` times the learned temperature (clamped like CLIP's), in fp32: (N, M) from (N, P), (M, P)."""
+    return logit_scale.clamp(max=MAX_LOGIT_SCALE) * a.float() @ b.float().T
+
+
 def dual_contrastive_loss(
     text_emb: torch.Tensor, img_emb: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -92,11 +97,10 @@ def dual_contrastive_loss(
     identifies images: another pair of the same image is not used as a negative."""
     all_text, offset = _gather(text_emb, with_grad=True)  # (W*B, P)
     all_img, _ = _gather(img_emb, with_grad=True)
-    scale = logit_scale.clamp(max=MAX_LOGIT_SCALE)
     B = text_emb.shape[0]
     targets = offset + torch.arange(B, device=text_emb.device)  # (B,)
-    t2i = scale * text_emb.float() @ all_img.float().T  # (B, W*B)
-    i2t = scale * img_emb.float() @ all_text.float().T
+    t2i = similarity_logits(text_emb, all_img, logit_scale)  # (B, W*B)
+    i2t = similarity_logits(img_emb, all_text, logit_scale)
     if ids is not None:
         all_ids, _ = _gather(ids, with_grad=False)
         false_neg = ids[:, None] == all_ids[None, :]  # (B, W*B)
@@ -160,7 +164,7 @@ class PretrainingLoss:
         terms: dict[str, torch.Tensor] = {}
         similarity = None
         if w("itc"):  # before the fused pass: its caption-to-image logits pick itc-mined ITM negatives
-            terms["itc"], similarity = self.dual_term(model, batch)
+            terms["itc"], similarity = self.dual_term(model, batch, with_similarity=cfg.itm_negatives == "itc")
         if any(w(t) for t in ("itm", "mlm", *MRM_TERMS)):
             terms.update(self.fused_terms(model, batch, similarity))
         if w("itm-contrastive"):
@@ -172,13 +176,13 @@ class PretrainingLoss:
         return total, terms
 
     @staticmethod
-    def dual_term(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The dual InfoNCE on the unimodal view (a dual model's own embeddings), and the (B, B)
-        caption-to-image logits it was computed from."""
+    def dual_term(model: torch.nn.Module, batch: dict, with_similarity: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The dual InfoNCE on the unimodal view (a dual model's own embeddings), and, if asked, the batch's
+        (B, B) caption-to-image logits for ``loss.itm_negatives=itc`` (which detaches them)."""
         ids = image_ids(batch) if batch.get("image_index") is not None else None
         text_emb, img_emb = unimodal_embeddings(model, batch)
         scale = model.proj.logit_scale.exp()
-        similarity = scale.clamp(max=MAX_LOGIT_SCALE) * text_emb.float() @ img_emb.float().T  # (B, B)
+        similarity = similarity_logits(text_emb, img_emb, scale) if with_similarity else None
         return dual_contrastive_loss(text_emb, img_emb, scale, ids), similarity
 
     def fused_terms(self, model: torch.nn.Module, batch: dict, similarity: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
