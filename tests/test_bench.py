@@ -84,6 +84,7 @@ def test_bf16_check_on_cpu():
         (dict(compare=("vilbert",)), "valid comparisons are visualbert, lxmert"),
         (dict(ablate=("nothing",)), "valid levers"),
         (dict(batch=0), "--batch"),
+        (dict(score_batch=0), "--score-batch"),
         (dict(compile="yes"), "valid modes are none, all, ours"),
         (dict(device="tpu"), "valid devices are cpu, cuda"),
     ],
@@ -110,3 +111,14 @@ def test_profile_lists_top_operators():
         assert 0 < len(ops) <= 8 and all(o["calls"] > 0 and 0 <= o["share"] <= 1 for o in ops)
         assert sum(o["share"] for o in ops) <= 1 + 1e-9
     assert "profile of ours" in bench.format_table(results)
+
+
+def test_score_batch_sets_the_scoring_block():
+    """--score-batch 40: 16 captions x 3 images (the last partly), timed separately from the training batch."""
+    results = bench.run_bench(scale="tiny", batch=2, score_batch=40, steps=1, warmup=0, compare=("lxmert",))
+    assert results["batch"] == 2 and results["score_batch"] == 40 and results["shape"]["score_block"] == [16, 3]
+    row = results["comparisons"][0]
+    for who in ("ours", "theirs"):
+        assert row[who]["score_pairs_per_s"] == pytest.approx(40 / (row[who]["score_ms"] / 1e3))
+        assert row[who]["train_samples_per_s"] == pytest.approx(2 / (row[who]["train_ms"] / 1e3))
+    assert "(scoring 40)" in bench.format_table(results)

@@ -219,6 +219,58 @@ def test_unimodal_cache_matches_full_forward(preset):
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
 
 
+def _head_batch():
+    batch = make_batch()
+    batch["mlm_mask"] = torch.zeros_like(batch["text_mask"])
+    batch["mlm_mask"][:, [2, 4]] = True
+    batch["mrm_mask"] = torch.zeros_like(batch["img_mask"])
+    batch["mrm_mask"][:, 3] = True
+    return batch
+
+
+@pytest.mark.parametrize("preset", ["merged", "single-stream", "coattention", "mixed-modality", "single-modality-hloss", "baseline"])
+def test_last_layer_at_read_rows_gives_the_same_heads_and_gradients(preset):
+    """``full_states=False`` finishes the last layer only where the heads read; every head output and every
+    parameter's gradient equal those of the full pass, and the pass does fewer FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = _head_batch()
+    runs = []
+    for full in (True, False):
+        model = tiny(preset)  # same seed: same weights
+        with FlopCounterMode(display=False) as flops:
+            out = model(batch, full_states=full)
+            heads = {k: v for k, v in out.items() if k not in ("text_states", "img_states")}
+            sum(v.float().sin().sum() for v in heads.values()).backward()
+        runs.append((out, heads, {n: p.grad for n, p in model.named_parameters()}, flops.get_total_flops()))
+    (full_out, full_heads, full_grads, full_flops), (out, heads, grads, fewer_flops) = runs
+    assert "text_states" in full_out and "text_states" not in out and "img_states" not in out
+    assert heads.keys() == full_heads.keys()
+    for k in heads:
+        torch.testing.assert_close(heads[k], full_heads[k], atol=1e-5, rtol=1e-4, msg=f"{preset}: {k}")
+    for n, g in full_grads.items():
+        assert (g is None) == (grads[n] is None), n
+        if g is not None:
+            scale = float(g.abs().max())  # fp32 sums of different order: compare relative to the gradient's size
+            torch.testing.assert_close(grads[n], g, atol=1e-5 * scale, rtol=1e-4, msg=f"{preset}: grad of {n}")
+    assert fewer_flops < full_flops
+
+
+@pytest.mark.parametrize("preset", ["merged", "single-stream"])
+def test_unimodal_first_only_is_the_first_row(preset):
+    model = tiny(preset)
+    batch = make_batch()
+    L = model.config.layers
+    with torch.no_grad():
+        t = model.encode_text(batch["text_ids"], batch["text_mask"], n_layers=L)
+        t1 = model.encode_text(batch["text_ids"], batch["text_mask"], n_layers=L, first_only=True)
+        v, _ = model.encode_image(batch, n_layers=L)
+        v1, _ = model.encode_image(batch, n_layers=L, first_only=True)
+    assert t1.shape == (3, 1, model.config.width) and v1.shape == (3, 1, model.config.width)
+    torch.testing.assert_close(t1, t[:, :1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(v1, v[:, :1], atol=1e-5, rtol=1e-5)
+
+
 def test_dual_encoder_embeddings_are_unimodal():
     model = tiny("baseline")
     batch = make_batch()

@@ -60,7 +60,7 @@ SINGLE_SCHEDULE = "M" * 12
 TWO_STREAM_SCHEDULE = "U" * 9 + "C" * 5
 COMPARISONS = ("visualbert", "lxmert")
 COMPILE_MODES = ("none", "all", "ours")
-ABLATIONS = ("mlm", "cache", "fused-adamw")  # levers of ours that --ablate turns off
+ABLATIONS = ("mlm", "last-rows", "cache", "fused-adamw")  # levers of ours that --ablate turns off
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
 
 
@@ -139,9 +139,11 @@ def _train_step(loss_fn: Callable, optimizer) -> Callable[[], None]:
     return step
 
 
-def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, device, compile: bool, ablate: tuple) -> Contender:
+def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: dict, device, compile: bool,
+          ablate: tuple) -> Contender:
     import torch
 
+    from .eval.scorers import compile_for_inference
     from .model import build_model
     from .train.losses import itm_loss, mlm_loss
 
@@ -158,26 +160,27 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, device, compil
 
     def loss_fn() -> torch.Tensor:
         with _autocast(device):
-            out = model({**batch, "mlm_mask": mlm_mask})
+            out = model({**batch, "mlm_mask": mlm_mask}, full_states="last-rows" in ablate)
             return mlm_loss(out["mlm_logits"], mlm_labels) + itm_loss(out, itm_labels)
 
-    cap, img = score_pairs(inputs["text_ids"].shape[0], device)
+    cap, img = score_pairs(score_inputs["text_ids"].shape[0], device)
     n_cap, n_img = int(cap.max()) + 1, int(img.max()) + 1
+    pool = {k: score_inputs[k] for k in ("text_ids", "text_mask", "img_feats", "img_boxes", "img_mask")}
     pair_batch = {
-        "text_ids": batch["text_ids"][cap], "text_mask": batch["text_mask"][cap],
-        **{k: batch[k][img] for k in ("img_feats", "img_boxes", "img_mask")},
+        "text_ids": pool["text_ids"][cap], "text_mask": pool["text_mask"][cap],
+        **{k: pool[k][img] for k in ("img_feats", "img_boxes", "img_mask")},
     }
 
     def score_fn() -> torch.Tensor:
         with _autocast(device):
             if "cache" in ablate:
                 return model(pair_batch)["itm_logits"]
-            t = model.encode_text(batch["text_ids"][:n_cap], batch["text_mask"][:n_cap])  # (n_cap, T, D)
-            v, v_mask = model.encode_image({k: batch[k][:n_img] for k in ("img_feats", "img_boxes", "img_mask")})
-            return model.match_logits(t[cap], batch["text_mask"][cap], v[img], v_mask[img])  # (B, 2)
+            t = model.encode_text(pool["text_ids"][:n_cap], pool["text_mask"][:n_cap])  # (n_cap, T, D)
+            v, v_mask = model.encode_image({k: pool[k][:n_img] for k in ("img_feats", "img_boxes", "img_mask")})
+            return model.match_logits(t[cap], pool["text_mask"][cap], v[img], v_mask[img])  # (B, 2)
 
     if compile:
-        loss_fn, score_fn = torch.compile(loss_fn), torch.compile(score_fn)
+        loss_fn, score_fn = torch.compile(loss_fn), compile_for_inference(score_fn)
     return Contender(
         name=f"mmtlab {'single-stream' if shared else 'two-stream'} {schedule}",
         model=model,
@@ -202,8 +205,10 @@ def _ours_flops(model, shape: dict, n_mlm: int) -> float:
     return 6.0 * per_pass
 
 
-def _hf(kind: str, shape: dict, inputs: dict, device, compile: bool) -> Contender:
+def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compile: bool) -> Contender:
     import torch
+
+    from .eval.scorers import compile_for_inference
 
     try:
         import transformers
@@ -250,15 +255,17 @@ def _hf(kind: str, shape: dict, inputs: dict, device, compile: bool) -> Contende
         with _autocast(device):
             return forward(ids, tmask, feats, boxes, vmask, labels, inputs["itm_labels"])
 
-    cap, img = score_pairs(B, device)
-    pairs = (ids[cap], tmask[cap], feats[img], boxes[img], vmask[img])  # pre-gathered, outside the timing
+    cap, img = score_pairs(score_inputs["text_ids"].shape[0], device)
+    pool = (score_inputs["text_ids"], score_inputs["text_mask"].long(), score_inputs["img_feats"],
+            score_inputs["img_boxes"], score_inputs["img_mask"].long())
+    pairs = tuple(x[i] for x, i in zip(pool, (cap, cap, img, img, img)))  # pre-gathered, outside the timing
 
     def score_fn() -> torch.Tensor:
         with _autocast(device):
             return forward(*pairs)
 
     if compile:
-        loss_fn, score_fn = torch.compile(loss_fn), torch.compile(score_fn)
+        loss_fn, score_fn = torch.compile(loss_fn), compile_for_inference(score_fn)
     return Contender(
         name=f"HF {type(model).__name__} (transformers {transformers.__version__}, "
         f"attn={getattr(model.config, '_attn_implementation', None)})",
@@ -373,6 +380,7 @@ def run_bench(
     scale: str = "tiny",
     device: str = "cpu",
     batch: int = 8,
+    score_batch: int | None = None,
     steps: int = 5,
     warmup: int = 2,
     compile: str = "none",
@@ -389,8 +397,10 @@ def run_bench(
 
     if scale not in SHAPES:
         raise ConfigError(f"--scale {scale!r}: valid scales are {', '.join(SHAPES)}")
-    if batch < 1 or steps < 1 or warmup < 0:
-        raise ConfigError(f"--batch and --steps must be >= 1 and --warmup >= 0 (got {batch}, {steps}, {warmup})")
+    score_batch = batch if score_batch is None else score_batch
+    if min(batch, score_batch, steps) < 1 or warmup < 0:
+        raise ConfigError(f"--batch, --score-batch and --steps must be >= 1 and --warmup >= 0 "
+                          f"(got {batch}, {score_batch}, {steps}, {warmup})")
     if compile not in COMPILE_MODES:
         raise ConfigError(f"--compile {compile!r}: valid modes are {', '.join(COMPILE_MODES)}")
     for name in compare:
@@ -410,6 +420,7 @@ def run_bench(
     shape = SHAPES[scale]
     peak = peak_flops(dev, peak_tflops)
     inputs = make_inputs(shape, batch, dev)
+    score_inputs = inputs if score_batch == batch else make_inputs(shape, score_batch, dev, seed=1)
     results = {
         "device": dev.type,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
@@ -420,8 +431,9 @@ def run_bench(
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "scale": scale,
         "shape": {**shape, "vocab": VOCAB, "mlm_positions": int(inputs["mlm_mask"][0].sum()),
-                  "score_block": [min(SCORE_CAPTIONS, batch), math.ceil(batch / SCORE_CAPTIONS)]},
+                  "score_block": [min(SCORE_CAPTIONS, score_batch), math.ceil(score_batch / SCORE_CAPTIONS)]},
         "batch": batch,
+        "score_batch": score_batch,
         "steps": steps,
         "warmup": warmup,
         "compile": compile,
@@ -434,22 +446,22 @@ def run_bench(
     ours_spec = {"visualbert": (SINGLE_SCHEDULE, True), "lxmert": (TWO_STREAM_SCHEDULE, False)}
     for name in compare:
         torch.manual_seed(0)
-        ours = _ours(*ours_spec[name], shape, inputs, dev, compile != "none", tuple(ablate))
+        ours = _ours(*ours_spec[name], shape, inputs, score_inputs, dev, compile != "none", tuple(ablate))
         if "bf16_check" not in results and dev.type == "cuda":
             results["bf16_check"] = check_bf16(ours.model, inputs, dev)
         contenders = {"ours": ours}
         if peers:
-            contenders["theirs"] = _hf(name, shape, inputs, dev, compile == "all")
+            contenders["theirs"] = _hf(name, shape, inputs, score_inputs, dev, compile == "all")
         row: dict = {"comparison": f"ours vs {name}"}
         if profile:
             row["ours_profile"] = {task: profile_ops(getattr(ours, task), dev) for task in ("train", "score")}
-        for task, key, unit in (("train", "train_samples_per_s", "samples"), ("score", "score_pairs_per_s", "pairs")):
+        for task, key, n in (("train", "train_samples_per_s", batch), ("score", "score_pairs_per_s", score_batch)):
             log(f"{row['comparison']}: timing {task} ({', '.join(c.name for c in contenders.values())})")
             secs = time_interleaved({k: getattr(c, task) for k, c in contenders.items()}, steps, warmup, dev)
             for k, c in contenders.items():
                 entry = row.setdefault(k, {"name": c.name, "params": c.params, "train_gflops_per_sample": c.train_flops / 1e9})
                 entry[f"{task}_ms"] = secs[k] * 1e3
-                entry[key] = batch / secs[k]
+                entry[key] = n / secs[k]
         for k in contenders:
             e = row[k]
             e["mfu"] = e["train_samples_per_s"] * e["train_gflops_per_sample"] * 1e9 / peak if peak else None
@@ -484,7 +496,8 @@ def format_table(results: dict) -> str:
     head = f"{'contender':<64} {'train samples/s':>16} {'score pairs/s':>14} {'MFU':>6}"
     lines = [
         f"mmtlab bench: {results['device_name']} ({results['device']}), torch {results['torch']}, "
-        f"transformers {results['transformers']}, scale {results['scale']}, batch {results['batch']}, "
+        f"transformers {results['transformers']}, scale {results['scale']}, batch {results['batch']} "
+        f"(scoring {results['score_batch']}), "
         f"{results['precision']}, torch.compile: {results['compile']}"
         + (f", ablated: {', '.join(results['ablate'])}" if results["ablate"] else ""),
         head,
@@ -517,7 +530,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import sys
 
     results = run_bench(
-        scale=args.scale, device=args.device, batch=args.batch, steps=args.steps, warmup=args.warmup,
+        scale=args.scale, device=args.device, batch=args.batch, score_batch=args.score_batch, steps=args.steps,
+        warmup=args.warmup,
         compile=args.compile, compare=_csv(args.compare), peers=not args.no_peers, ablate=_csv(args.ablate),
         peak_tflops=args.peak_tflops, threads=args.threads, profile=args.profile, log=lambda s: print(s, file=sys.stderr, flush=True),
     )
@@ -539,7 +553,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--scale", default="tiny", choices=sorted(SHAPES), help="model and input shape (default: tiny)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--batch", type=int, default=8, help="samples per training step / pairs per scoring call")
+    p.add_argument("--batch", type=int, default=8, help="samples per training step (default 8)")
+    p.add_argument("--score-batch", type=int, default=None,
+                   help="pairs per scoring call: 16 captions x score-batch/16 images (default: --batch)")
     p.add_argument("--steps", type=int, default=5, help="timed iterations (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     p.add_argument("--compile", nargs="?", const="all", default="none", choices=COMPILE_MODES,

@@ -75,7 +75,7 @@ class HardNegativeITMLoss:
         pairs = {k: batch[k][txt_rows] for k in TEXT_KEYS if batch.get(k) is not None}
         pairs |= {k: batch[k][img_rows] for k in IMAGE_KEYS if batch.get(k) is not None}
         labels = torch.cat([torch.ones(B), torch.zeros(2 * B)]).long().to(own.device)
-        logits = model(pairs)["itm_logits"].float()  # (3B, 2)
+        logits = model(pairs, full_states=False)["itm_logits"].float()  # (3B, 2)
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean().detach()
         return loss, {"itm-hard": loss.detach(), "itm-hard-acc": acc}

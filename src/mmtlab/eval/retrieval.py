@@ -16,6 +16,7 @@ import torch
 
 from .metrics import EvalError, retrieval_metrics
 from .scorers import (
+    compile_for_inference,
     dual_scores,
     embeddings,
     encode_images,
@@ -242,12 +243,14 @@ def evaluate_retrieval(
 # ---------------------------------------------------------------------------------------------- a run
 def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = None, split: str = "test",
                  scorer: str = "exhaustive", k: int = 128, shortlist: str | Path | None = None,
-                 batch_size: int | None = None, device: str = "auto", progress: bool = True) -> dict:
+                 batch_size: int | None = None, device: str = "auto", progress: bool = True,
+                 compile: bool = False) -> dict:
     """``mmtlab eval retrieval``: evaluate the finished run ``run`` on split ``split`` of store ``data``.
 
     Checks that the run can honestly use ``scorer`` (:func:`check_scorer`), writes the results JSON to ``out``
     (rank 0) with the run, preset, data and split added, and keeps the exhaustive score chunks in
-    ``OUT.scores/`` (an interrupted evaluation resumes from them). Returns the results.
+    ``OUT.scores/`` (an interrupted evaluation resumes from them). ``compile``: the per-pair layers
+    (:meth:`match_logits`) run through :func:`compile_for_inference`. Returns the results.
     """
     from ..data.store import open_store
     from ..train.trainer import init_distributed, load_run, pick_device
@@ -263,6 +266,8 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
         if shortlist is not None:
             short_model, short_cfg = load_run(shortlist, map_location=dev)
         check_scorer(cfg, scorer, short_cfg, finetuned=tuned is not None)
+        if compile:  # an instance attribute: every scorer calls model.match_logits
+            model.match_logits = compile_for_inference(model.match_logits, dynamic=True)
         store = open_store(data).split(split)
         for m, name in ((model, str(run)), (short_model, str(shortlist))):
             if m is not None and m.config.image_input == "regions" and m.config.feat_dim != store.meta["feat_dim"]:
@@ -284,6 +289,8 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
         header["shortlist_run"] = str(shortlist)
     if tuned:
         header["finetuned_from"] = tuned["from_run"]
+    if compile:
+        result["notes"].append("per-pair layers compiled (torch.compile, Inductor freezing)")
     if any(Path(p).resolve() == Path(data).resolve() for p in cfg.data_dirs):
         result["notes"].append(f"{data} is one of this run's training stores: the evaluated split may have been seen")
     result = {**{k: result[k] for k in ("protocol", "scorer")}, **header, **result}

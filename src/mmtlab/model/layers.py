@@ -97,44 +97,60 @@ class Layer(nn.Module):
         return self.streams[min(stream, len(self.streams) - 1)]
 
     def forward(
-        self, t: torch.Tensor | None, v: torch.Tensor | None, mask: torch.Tensor, first_only: bool = False
+        self,
+        t: torch.Tensor | None,
+        v: torch.Tensor | None,
+        mask: torch.Tensor,
+        first_only: bool = False,
+        rows: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """t: (B, T, D) or None, v: (B, R, D) or None, mask from :func:`block_mask`.
 
         With shared weights and both streams the layer runs as one sequence ``[T; V]`` (one matmul per weight
-        instead of one per stream). ``first_only`` returns each stream's first token only, (B, 1, D): the text
-        ``[CLS]`` and image global states that the ITM head reads, for the last layer of a scoring pass (keys
-        and values still come from every token; output projection and FFN run on two tokens).
+        instead of one per stream). Two ways to compute less in a last layer, whose keys and values still come
+        from every token:
+
+        - ``first_only`` returns each stream's first token only, (B, 1, D): the text ``[CLS]`` and image global
+          states that the ITM head reads (scoring: output projection and FFN run on two tokens);
+        - ``rows`` = ((B, T) bool, (B, R) bool) finishes (output projection, FFN) only those rows of each stream,
+          e.g. the ones the heads read in training; the other rows come back as zeros.
         """
         if len(self.streams) == 1 and t is not None and v is not None and not first_only:
-            x = self._attend([(self.streams[0], torch.cat([t, v], dim=1))], mask, False)[0]  # (B, T+R, D)
+            keep = None if rows is None else torch.cat(rows, dim=1)  # (B, T+R)
+            x = self._attend([(self.streams[0], torch.cat([t, v], dim=1), keep)], mask, False)[0]  # (B, T+R, D)
             return x[:, : t.shape[1]], x[:, t.shape[1] :]
         present = [(i, x) for i, x in enumerate((t, v)) if x is not None]
-        outs = self._attend([(self.weights(i), x) for i, x in present], mask, first_only)
+        outs = self._attend([(self.weights(i), x, rows[i] if rows else None) for i, x in present], mask, first_only)
         out: list[torch.Tensor | None] = [None, None]
         for (i, _), y in zip(present, outs):
             out[i] = y
         return out[0], out[1]
 
     def _attend(
-        self, parts: list[tuple[StreamWeights, torch.Tensor]], mask: torch.Tensor, first_only: bool
+        self, parts: list[tuple[StreamWeights, torch.Tensor, torch.Tensor | None]], mask: torch.Tensor, first_only: bool
     ) -> list[torch.Tensor]:
-        """One SDPA call over the concatenated parts; each part then finishes with its own weights."""
-        qkvs = [w.qkv(x) for w, x in parts]
+        """One SDPA call over the concatenated parts; each part then finishes with its own weights (at the rows
+        its keep mask selects, if it has one)."""
+        qkvs = [w.qkv(x) for w, x, _ in parts]
         qkv = qkvs[0] if len(qkvs) == 1 else torch.cat(qkvs, dim=1)  # (B, N, 3D)
         B, N, D3 = qkv.shape
         q, k, val = qkv.view(B, N, 3, self.heads, D3 // (3 * self.heads)).permute(2, 0, 3, 1, 4)  # (B, H, N, hd)
-        lengths = [x.shape[1] for _, x in parts]
+        lengths = [x.shape[1] for _, x, _ in parts]
         if first_only:
             starts = torch.tensor([0] + lengths[:-1], device=q.device).cumsum(0)  # (P,) first token of each part
             q = q[:, :, starts]  # (B, H, P, hd)
             mask = mask[:, :, starts] if mask.shape[2] > 1 else mask
-            parts, lengths = [(w, x[:, :1]) for w, x in parts], [1] * len(parts)
+            parts, lengths = [(w, x[:, :1], None) for w, x, _ in parts], [1] * len(parts)
         drop = self.attn_dropout if self.training else 0.0
         a = F.scaled_dot_product_attention(q, k, val, attn_mask=mask, dropout_p=drop)  # (B, H, Nq, hd)
         outs, start = [], 0
-        for (w, x), n in zip(parts, lengths):
+        for (w, x, keep), n in zip(parts, lengths):
             attended = a[:, :, start : start + n].transpose(1, 2).reshape(B, n, D3 // 3)  # (B, n, D), contiguous
-            outs.append(w.finish(x, attended))
+            if keep is None:
+                outs.append(w.finish(x, attended))
+            else:  # finish the kept rows only (one host sync for their count), scattered back into zeros
+                idx = keep.flatten().nonzero().squeeze(1)  # (n_keep,) rows of the flattened (B * n)
+                y = w.finish(x.flatten(0, 1).index_select(0, idx), attended.flatten(0, 1).index_select(0, idx))
+                outs.append(x.new_zeros(B * n, x.shape[-1]).index_copy(0, idx, y).view(B, n, -1))
             start += n
         return outs

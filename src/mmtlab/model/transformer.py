@@ -65,33 +65,45 @@ class MultimodalTransformer(nn.Module):
         start: int = 0,
         stop: int | None = None,
         keep_all: bool = False,
+        last: str | tuple[torch.Tensor | None, torch.Tensor | None] = "all",
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]]]:
         """Apply layers ``start:stop``. With one stream ``None`` every layer runs as ``U`` on the other.
 
+        ``last`` says which rows the last of these layers computes: ``"all"``; ``"first"`` (each stream's first
+        token only, returned as (B, 1, D)); or a pair of (B, T) / (B, R) bool masks (other rows come back zero).
         Returns the final states and, if ``keep_all``, each layer's output ``(t, v)``.
         """
         masks: dict[str, torch.Tensor] = {}
         outputs = []
-        for layer in self.layers[start:stop]:
+        layers = self.layers[start:stop]
+        for i, layer in enumerate(layers):
             if layer.code not in masks:
                 masks[layer.code] = block_mask(layer.code, text_mask if t is not None else None, img_mask if v is not None else None)
-            t, v = layer(t, v, masks[layer.code])
+            if i < len(layers) - 1 or last == "all":
+                t, v = layer(t, v, masks[layer.code])
+            elif last == "first":
+                t, v = layer(t, v, masks[layer.code], first_only=True)  # (B, 1, D) each
+            else:
+                t, v = layer(t, v, masks[layer.code], rows=last)
             if keep_all:
                 outputs.append((t, v))
         return t, v, outputs
 
-    def encode_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor, n_layers: int | None = None) -> torch.Tensor:
+    def encode_text(
+        self, text_ids: torch.Tensor, text_mask: torch.Tensor, n_layers: int | None = None, first_only: bool = False
+    ) -> torch.Tensor:
         """Text alone through the embeddings and the first ``n_layers`` layers run as ``U``
-        (default: the unimodal prefix, where this is exact). (B, T, D)."""
+        (default: the unimodal prefix, where this is exact). (B, T, D), or (B, 1, D) with ``first_only``
+        (the last layer computes only the ``[CLS]`` state)."""
         n = self.config.n_unimodal_prefix if n_layers is None else n_layers
-        t, _, _ = self.run_layers(self.embed_text(text_ids), None, text_mask, None, stop=n)
+        t, _, _ = self.run_layers(self.embed_text(text_ids), None, text_mask, None, stop=n, last="first" if first_only else "all")
         return t
 
-    def encode_image(self, batch: dict, n_layers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image alone, as :meth:`encode_text`. Returns (B, R, D) states and the (B, R) mask."""
+    def encode_image(self, batch: dict, n_layers: int | None = None, first_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image alone, as :meth:`encode_text`. Returns (B, R, D) states (or (B, 1, D)) and the (B, R) mask."""
         n = self.config.n_unimodal_prefix if n_layers is None else n_layers
         v, img_mask = self.embed_image(batch)
-        _, v, _ = self.run_layers(None, v, None, img_mask, stop=n)
+        _, v, _ = self.run_layers(None, v, None, img_mask, stop=n, last="first" if first_only else "all")
         return v, img_mask
 
     def fuse(
@@ -105,25 +117,27 @@ class MultimodalTransformer(nn.Module):
     def match_logits(self, t: torch.Tensor, text_mask: torch.Tensor, v: torch.Tensor, img_mask: torch.Tensor) -> torch.Tensor:
         """ITM logits (B, 2) of pairs whose streams come from :meth:`encode_text` / :meth:`encode_image`.
         The last layer computes only the two states the ITM head reads."""
-        start, L = self.config.n_unimodal_prefix, self.config.layers
-        if start < L:
-            t, v, _ = self.run_layers(t, v, text_mask, img_mask, start=start, stop=L - 1)
-            last = self.layers[L - 1]
-            t, v = last(t, v, block_mask(last.code, text_mask, img_mask), first_only=True)  # (B, 1, D) each
+        t, v, _ = self.run_layers(t, v, text_mask, img_mask, start=self.config.n_unimodal_prefix, last="first")
         return self.itm[-1](t[:, 0], v[:, 0])
 
     # ----------------------------------------------------------------------------------- forward
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict, full_states: bool = True) -> dict[str, torch.Tensor]:
         """Run the model on a batch (see :mod:`mmtlab.model.inputs`). Optional keys ``mlm_mask`` (B, T) and
-        ``mrm_mask`` (B, R) select where MLM / MRM predictions are computed (only there)."""
+        ``mrm_mask`` (B, R) select where MLM / MRM predictions are computed (only there).
+
+        ``full_states=False`` (training): the last layer finishes only the rows the heads read -- ``[CLS]``, the
+        image global token and the ``mlm_mask`` / ``mrm_mask`` positions -- and the output has no
+        ``text_states`` / ``img_states``; every head output is the same as with ``full_states=True``.
+        """
         if not torch.compiler.is_compiling():  # the checks read values (host syncs, graph breaks)
             validate_batch(batch, self.config)
         text_mask = batch["text_mask"]
         t = self.embed_text(batch["text_ids"])  # (B, T, D)
         v, img_mask = self.embed_image(batch)  # (B, R, D)
-        t, v, per_layer = self.run_layers(t, v, text_mask, img_mask, keep_all=self.config.hloss)
+        last = "all" if full_states else (self._read_rows(batch.get("mlm_mask"), t), self._read_rows(batch.get("mrm_mask"), v))
+        t, v, per_layer = self.run_layers(t, v, text_mask, img_mask, keep_all=self.config.hloss, last=last)
 
-        out: dict[str, torch.Tensor] = {"text_states": t, "img_states": v}
+        out: dict[str, torch.Tensor] = {"text_states": t, "img_states": v} if full_states else {}
         if self.config.hloss:
             out["itm_logits_per_layer"] = torch.stack(
                 [head(ti[:, 0], vi[:, 0]) for head, (ti, vi) in zip(self.itm, per_layer)]
@@ -139,6 +153,13 @@ class MultimodalTransformer(nn.Module):
         if batch.get("mrm_mask") is not None:
             out["mrm_logits"], out["mrm_feats"] = self.mrm(v[batch["mrm_mask"]])  # (N_masked, C), (N_masked, F)
         return out
+
+    @staticmethod
+    def _read_rows(head_mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """(B, N) bool: the first token of the stream plus the positions a head predicts at."""
+        rows = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        rows[:, 0] = True
+        return rows | head_mask if head_mask is not None else rows
 
     def num_parameters(self, layers_only: bool = False) -> int:
         params = self.layers.parameters() if layers_only else self.parameters()

@@ -114,8 +114,8 @@ def unimodal_embeddings(model: torch.nn.Module, batch: dict) -> tuple[torch.Tens
     """Each modality alone through all layers (run as ``U``), then the projection head: (B, P), (B, P).
     For a dual model this is exactly the model's own ``text_emb`` / ``img_emb``."""
     L = model.config.layers
-    t = model.encode_text(batch["text_ids"], batch["text_mask"], n_layers=L)  # (B, T, D)
-    v, _ = model.encode_image(batch, n_layers=L)  # (B, R, D)
+    t = model.encode_text(batch["text_ids"], batch["text_mask"], n_layers=L, first_only=True)  # (B, 1, D)
+    v, _ = model.encode_image(batch, n_layers=L, first_only=True)  # (B, 1, D)
     return model.proj.embed_text(t[:, 0]), model.proj.embed_image(v[:, 0])
 
 
@@ -142,7 +142,7 @@ def cross_contrastive_loss(model: torch.nn.Module, batch: dict, k: int) -> torch
     txt_rows = torch.arange(B, device=device)[:, None].expand(B, K + 1)
     pairs = {key: batch[key][txt_rows.flatten()] for key in TEXT_KEYS if batch.get(key) is not None}
     pairs |= {key: batch[key][img_rows.flatten()] for key in IMAGE_KEYS if batch.get(key) is not None}
-    scores = match_score(model(pairs)["itm_logits"]).view(B, K + 1)
+    scores = match_score(model(pairs, full_states=False)["itm_logits"]).view(B, K + 1)
     scores = scores.masked_fill(same.gather(1, img_rows) & (torch.arange(K + 1, device=device) > 0), float("-inf"))
     return F.cross_entropy(scores, torch.zeros(B, dtype=torch.long, device=device))
 
@@ -196,7 +196,7 @@ class PretrainingLoss:
             x, labels = itm_negatives(batch, cfg.itm_neg_ratio, cfg.itm_swap, cfg.itm_negatives, similarity)
             if cfg.itm_inputs == "masked" or not needs_masking:
                 return self.masked_terms(model, x, labels)
-            terms = {"itm": itm_loss(model(x), labels)}
+            terms = {"itm": itm_loss(model(x, full_states=False), labels)}
             return terms | self.masked_terms(model, dict(batch), None)
         return self.masked_terms(model, dict(batch), None)
 
@@ -222,7 +222,7 @@ class PretrainingLoss:
                 raise ConfigError("mrm-kl / mrm-cls need region class distributions (the data has none); use mrm-reg")
             x["img_feats"], masked = mask_regions(feats, x["img_mask"], cfg.mrm_prob)
             x["mrm_mask"] = masked & matched[:, None]  # (B, R)
-        out = model(x)
+        out = model(x, full_states=False)  # the last layer only where the heads read
         terms = {}
         if with_itm:
             terms["itm"] = itm_loss(out, labels)

@@ -161,7 +161,7 @@ class HeldOut:
         for batch, labels in self.batches:
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                pred = model(batch)["itm_logits"].argmax(-1).cpu()
+                pred = model(batch, full_states=False)["itm_logits"].argmax(-1).cpu()
             correct += int((pred == labels).sum())
             total += len(labels)
         model.train(was_training)
