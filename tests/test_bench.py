@@ -85,6 +85,7 @@ def test_bf16_check_on_cpu():
         (dict(ablate=("nothing",)), "valid levers"),
         (dict(batch=0), "--batch"),
         (dict(score_batch=0), "--score-batch"),
+        (dict(precision="fp8"), "valid values are auto, fp32, bf16"),
         (dict(compile="yes"), "valid modes are none, all, ours"),
         (dict(device="tpu"), "valid devices are cpu, cuda"),
     ],
@@ -122,3 +123,10 @@ def test_score_batch_sets_the_scoring_block():
         assert row[who]["score_pairs_per_s"] == pytest.approx(40 / (row[who]["score_ms"] / 1e3))
         assert row[who]["train_samples_per_s"] == pytest.approx(2 / (row[who]["train_ms"] / 1e3))
     assert "(scoring 40)" in bench.format_table(results)
+
+
+def test_bf16_on_cpu_runs_every_contender_under_autocast():
+    results = bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, compare=("visualbert",), precision="bf16")
+    assert results["precision"] == "bf16 autocast" and results["bf16_check"]["ok"]
+    assert results["comparisons"][0]["ratio_train"] > 0
+    assert bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, compare=("visualbert",), peers=False)["precision"] == "fp32"

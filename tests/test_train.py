@@ -161,6 +161,22 @@ def test_loss_fn_hook_and_nan_stop(store, tmp_path):
     assert [ln["step"] for ln in lines] == [1, 2] and all(math.isfinite(ln["custom"]) for ln in lines)
 
 
+def test_cpu_amp_trains_under_bf16_autocast(store, tmp_path):
+    dtypes = {}
+
+    def loss_fn(model, batch, step):
+        out = model(batch)
+        dtypes[step] = out["itm_logits"].dtype
+        loss = out["itm_logits"].float().logsumexp(-1).mean()
+        return loss, {"itm": loss}
+
+    for flag, want in (("true", torch.bfloat16), ("false", torch.float32)):
+        cfg = tiny_cfg(store, **{"train.steps": "2", "train.batch_size": "4", "train.cpu_amp": flag, "train.device": "cpu"})
+        train(cfg, tmp_path / flag, loss_fn=loss_fn)
+        assert set(dtypes.values()) == {want}, flag
+        dtypes.clear()
+
+
 # --------------------------------------------------------------------------------------------- CLI
 def test_cli_bad_input_is_one_line(store, tmp_path, capsys):
     other = make_store(tmp_path / "wide", n=4, feat_dim=FEAT + 8)

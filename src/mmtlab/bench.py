@@ -21,11 +21,12 @@ contenders of a comparison interleaved iteration by iteration (so a busy shared 
   once (the unimodal cache: :meth:`~mmtlab.model.MultimodalTransformer.encode_text`) and runs the remaining
   layers per pair (:meth:`~mmtlab.model.MultimodalTransformer.match_logits`).
 
-On CUDA both run under bf16 autocast. MFU (CUDA only) = model FLOP/s / peak, where the model FLOPs of a
-training sample are ``6 x sum(parameters of each matmul x tokens it is applied to)``: the layer stack on the
-T + R tokens of its stream(s), the region-feature projection on R, the MLM head on the masked positions only,
-the ITM head once; attention-score FLOPs (about 2% here) and embeddings lookups are not counted. The peak is
-989 TFLOP/s dense bf16 for H100 SXM and H200 (``--peak-tflops`` overrides).
+On CUDA every contender runs under bf16 autocast, on CPU in fp32 unless ``--precision bf16``. MFU (CUDA only)
+= model FLOP/s / peak, where the model FLOPs of a training sample are ``6 x sum(parameters of each matmul x
+tokens it is applied to)``: the layer stack on the T + R tokens of its stream(s), the region-feature projection
+on R, the MLM head on the masked positions only, the ITM head once; attention-score FLOPs (about 2% here) and
+embeddings lookups are not counted. The peak is 989 TFLOP/s dense bf16 for H100 SXM and H200
+(``--peak-tflops`` overrides).
 
 Scales: ``base`` is the issue's shape (width 768, 12 heads, FFN 3072, 40 word pieces, 36 regions x 2,048-d);
 ``tiny`` keeps the layer counts at width 128, 4 heads, FFN 512, 16 word pieces, 10 regions x 256-d.
@@ -60,6 +61,7 @@ SINGLE_SCHEDULE = "M" * 12
 TWO_STREAM_SCHEDULE = "U" * 9 + "C" * 5
 COMPARISONS = ("visualbert", "lxmert")
 COMPILE_MODES = ("none", "all", "ours")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on CUDA, fp32 on CPU
 ABLATIONS = ("mlm", "last-rows", "cache", "fused-adamw")  # levers of ours that --ablate turns off
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
 
@@ -121,10 +123,10 @@ def _n(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _autocast(device):
+def _autocast(device, bf16: bool):
     import torch
 
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 def _train_step(loss_fn: Callable, optimizer) -> Callable[[], None]:
@@ -140,7 +142,7 @@ def _train_step(loss_fn: Callable, optimizer) -> Callable[[], None]:
 
 
 def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: dict, device, compile: bool,
-          ablate: tuple) -> Contender:
+          ablate: tuple, bf16: bool) -> Contender:
     import torch
 
     from .eval.scorers import compile_for_inference
@@ -159,7 +161,7 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: 
     itm_labels = inputs["itm_labels"]
 
     def loss_fn() -> torch.Tensor:
-        with _autocast(device):
+        with _autocast(device, bf16):
             out = model({**batch, "mlm_mask": mlm_mask}, full_states="last-rows" in ablate)
             return mlm_loss(out["mlm_logits"], mlm_labels) + itm_loss(out, itm_labels)
 
@@ -172,7 +174,7 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: 
     }
 
     def score_fn() -> torch.Tensor:
-        with _autocast(device):
+        with _autocast(device, bf16):
             if "cache" in ablate:
                 return model(pair_batch)["itm_logits"]
             t = model.encode_text(pool["text_ids"][:n_cap], pool["text_mask"][:n_cap])  # (n_cap, T, D)
@@ -205,7 +207,7 @@ def _ours_flops(model, shape: dict, n_mlm: int) -> float:
     return 6.0 * per_pass
 
 
-def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compile: bool) -> Contender:
+def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compile: bool, bf16: bool) -> Contender:
     import torch
 
     from .eval.scorers import compile_for_inference
@@ -252,7 +254,7 @@ def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compil
     boxes = inputs["img_boxes"]
 
     def loss_fn() -> torch.Tensor:
-        with _autocast(device):
+        with _autocast(device, bf16):
             return forward(ids, tmask, feats, boxes, vmask, labels, inputs["itm_labels"])
 
     cap, img = score_pairs(score_inputs["text_ids"].shape[0], device)
@@ -261,7 +263,7 @@ def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compil
     pairs = tuple(x[i] for x, i in zip(pool, (cap, cap, img, img, img)))  # pre-gathered, outside the timing
 
     def score_fn() -> torch.Tensor:
-        with _autocast(device):
+        with _autocast(device, bf16):
             return forward(*pairs)
 
     if compile:
@@ -381,6 +383,7 @@ def run_bench(
     device: str = "cpu",
     batch: int = 8,
     score_batch: int | None = None,
+    precision: str = "auto",
     steps: int = 5,
     warmup: int = 2,
     compile: str = "none",
@@ -401,6 +404,8 @@ def run_bench(
     if min(batch, score_batch, steps) < 1 or warmup < 0:
         raise ConfigError(f"--batch, --score-batch and --steps must be >= 1 and --warmup >= 0 "
                           f"(got {batch}, {score_batch}, {steps}, {warmup})")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r}: valid values are {', '.join(PRECISIONS)}")
     if compile not in COMPILE_MODES:
         raise ConfigError(f"--compile {compile!r}: valid modes are {', '.join(COMPILE_MODES)}")
     for name in compare:
@@ -417,6 +422,7 @@ def run_bench(
 
     if threads:
         torch.set_num_threads(threads)
+    bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
     shape = SHAPES[scale]
     peak = peak_flops(dev, peak_tflops)
     inputs = make_inputs(shape, batch, dev)
@@ -437,7 +443,7 @@ def run_bench(
         "steps": steps,
         "warmup": warmup,
         "compile": compile,
-        "precision": "bf16 autocast" if dev.type == "cuda" else "fp32",
+        "precision": "bf16 autocast" if bf16 else "fp32",
         "loss": "ours: mmtlab.train.losses mlm_loss + itm_loss; HF: the model's own loss (labels, ITM label)",
         "ablate": list(ablate),
         "peak_flops": peak,
@@ -446,12 +452,12 @@ def run_bench(
     ours_spec = {"visualbert": (SINGLE_SCHEDULE, True), "lxmert": (TWO_STREAM_SCHEDULE, False)}
     for name in compare:
         torch.manual_seed(0)
-        ours = _ours(*ours_spec[name], shape, inputs, score_inputs, dev, compile != "none", tuple(ablate))
-        if "bf16_check" not in results and dev.type == "cuda":
+        ours = _ours(*ours_spec[name], shape, inputs, score_inputs, dev, compile != "none", tuple(ablate), bf16)
+        if "bf16_check" not in results and bf16:
             results["bf16_check"] = check_bf16(ours.model, inputs, dev)
         contenders = {"ours": ours}
         if peers:
-            contenders["theirs"] = _hf(name, shape, inputs, score_inputs, dev, compile == "all")
+            contenders["theirs"] = _hf(name, shape, inputs, score_inputs, dev, compile == "all", bf16)
         row: dict = {"comparison": f"ours vs {name}"}
         if profile:
             row["ours_profile"] = {task: profile_ops(getattr(ours, task), dev) for task in ("train", "score")}
@@ -530,7 +536,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import sys
 
     results = run_bench(
-        scale=args.scale, device=args.device, batch=args.batch, score_batch=args.score_batch, steps=args.steps,
+        scale=args.scale, device=args.device, batch=args.batch, score_batch=args.score_batch,
+        precision=args.precision, steps=args.steps,
         warmup=args.warmup,
         compile=args.compile, compare=_csv(args.compare), peers=not args.no_peers, ablate=_csv(args.ablate),
         peak_tflops=args.peak_tflops, threads=args.threads, profile=args.profile, log=lambda s: print(s, file=sys.stderr, flush=True),
@@ -556,6 +563,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch", type=int, default=8, help="samples per training step (default 8)")
     p.add_argument("--score-batch", type=int, default=None,
                    help="pairs per scoring call: 16 captions x score-batch/16 images (default: --batch)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="bf16: every contender under bf16 autocast (auto: on CUDA only; fp32 on CPU)")
     p.add_argument("--steps", type=int, default=5, help="timed iterations (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     p.add_argument("--compile", nargs="?", const="all", default="none", choices=COMPILE_MODES,

@@ -106,7 +106,8 @@ class TrainConfig:
     val_pairs: int = 512  # held-out pairs for the ITM accuracy (each scored as a match and a mismatch)
     holdout_images: int = 0  # without a val_dir: hold out the last N images of the first data dir for it
     device: str = "auto"  # auto: CUDA when available, else CPU
-    amp: bool = True  # bf16 autocast on CUDA (CPU always runs fp32)
+    amp: bool = True  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # bf16 autocast on CPU too (fast on CPUs with AVX-512 BF16 or AMX; opt-in)
     compile: bool = False  # torch.compile the model
     progress: bool = True  # progress bar on rank 0
 

@@ -88,6 +88,11 @@ def pick_device(choice: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def use_bf16(device: torch.device, t) -> bool:
+    """bf16 autocast for training and held-out evaluation: on CUDA with ``train.amp``, on CPU with ``train.cpu_amp``."""
+    return t.amp if device.type == "cuda" else device.type == "cpu" and t.cpu_amp
+
+
 def seed_micro_batch(seed: int, index: int) -> None:
     """Seed torch (CPU and CUDA) for global micro-batch ``index`` of a run with seed ``seed``."""
     torch.manual_seed((seed << 32) + index)
@@ -150,7 +155,7 @@ class HeldOut:
                 neg, labels = itm_negatives(batch, ratio=1.0)
                 self.batches += [(batch, torch.ones_like(labels)), (neg, labels)]
         self.device = device
-        self.amp = device.type == "cuda" and cfg.train.amp
+        self.amp = use_bf16(device, cfg.train)
         self.n_pairs = len(self.batches) // 2 * micro
 
     @torch.no_grad()
@@ -282,7 +287,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
     )  # fmt: skip
     held_out = HeldOut(cfg, val_store, micro, device) if val_store is not None and t.val_pairs and d.main else None
     logger = Logger(out, step, d.main)
-    amp = device.type == "cuda" and t.amp
+    amp = use_bf16(device, t)
     bar = _progress(t.steps, step, enabled=d.main and t.progress)
     window_start, window_steps, window = time.perf_counter(), 0, {}  # log lines average their window
     model.train()
