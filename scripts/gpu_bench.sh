@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU speed check of issue 7, in one go (< 6 minutes on one H100/H200): bf16 correctness of our model,
+# The GPU speed check of issue 7, in one go (< 7 minutes on one H100/H200): bf16 correctness of our model,
 # then base scale (width 768, 40 word pieces, 36 regions x 2048-d), batch 128, eager and torch.compile,
 # ours vs HF VisualBERT and HF LXMERT (train samples/s, scoring pairs/s, MFU), and our models alone at batch
 # 512 for MFU. Run from the repository root:  bash scripts/gpu_bench.sh   (results: $OUT/*.json, default ./gpu-bench)
@@ -33,6 +33,7 @@ run() {
 }
 
 run eager_b$B                 60 --batch $B
+run eager_b${B}_no_last_rows  40 --batch $B --ablate last-rows --compare visualbert  # what the last-rows lever (host syncs) nets on GPU
 run compile_visualbert_b$B   100 --batch $B --compile --compare visualbert
 run compile_lxmert_b$B       100 --batch $B --compile --compare lxmert
 run eager_ours_b$BIG          30 --batch $BIG --no-peers
@@ -45,6 +46,7 @@ rows = []
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     r = json.loads(path.read_text())
     mode = {"none": "eager", "all": "compiled", "ours": "ours compiled, HF eager"}[r["compile"]]
+    mode += f" (ablated: {','.join(r['ablate'])})" if r["ablate"] else ""
     if "bf16_check" in r:
         c = r["bf16_check"]
         print(f"bf16 check ({path.name}): states rel err {c['states_rel_err']:.2e}, ITM logits max diff "
@@ -61,7 +63,7 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
 by_mode = {}
 for path in pathlib.Path(sys.argv[1]).glob("*.json"):
     r = json.loads(path.read_text())
-    for row in r["comparisons"]:
+    for row in r["comparisons"] if not r["ablate"] else []:
         by_mode[(r["compile"], r["batch"], row["comparison"])] = row
 for (mode, batch, comp), row in sorted(by_mode.items()):
     eager = by_mode.get(("none", batch, comp))
