@@ -537,8 +537,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     results = run_bench(
         scale=args.scale, device=args.device, batch=args.batch, score_batch=args.score_batch,
-        precision=args.precision, steps=args.steps,
-        warmup=args.warmup,
+        precision=args.precision, steps=args.steps, warmup=args.warmup,
         compile=args.compile, compare=_csv(args.compare), peers=not args.no_peers, ablate=_csv(args.ablate),
         peak_tflops=args.peak_tflops, threads=args.threads, profile=args.profile, log=lambda s: print(s, file=sys.stderr, flush=True),
     )

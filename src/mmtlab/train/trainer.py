@@ -31,7 +31,7 @@ from ..data.store import Store, open_store
 from ..data.loader import build_train_loader
 from ..model import build_from_config
 from .checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint, save_weights
-from .config import RESUMABLE_CHANGES, RunConfig, config_differences, run_config_from_dict
+from .config import RESUMABLE_CHANGES, RunConfig, TrainConfig, config_differences, run_config_from_dict
 from .losses import PretrainingLoss
 from .masking import itm_negatives
 from .optim import build_optimizer, build_scheduler
@@ -88,7 +88,7 @@ def pick_device(choice: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def use_bf16(device: torch.device, t) -> bool:
+def use_bf16(device: torch.device, t: TrainConfig) -> bool:
     """bf16 autocast for training and held-out evaluation: on CUDA with ``train.amp``, on CPU with ``train.cpu_amp``."""
     return t.amp if device.type == "cuda" else device.type == "cpu" and t.cpu_amp
 
