@@ -228,7 +228,7 @@ def _head_batch():
     return batch
 
 
-@pytest.mark.parametrize("preset", ["merged", "single-stream", "coattention", "mixed-modality", "single-modality-hloss", "baseline"])
+@pytest.mark.parametrize("preset", mmtlab.list_presets())
 def test_last_layer_at_read_rows_gives_the_same_heads_and_gradients(preset):
     """``full_states=False`` finishes the last layer only where the heads read; every head output and every
     parameter's gradient equal those of the full pass, and the pass does fewer FLOPs."""
