@@ -130,3 +130,11 @@ def test_bf16_on_cpu_runs_every_contender_under_autocast():
     assert results["precision"] == "bf16 autocast" and results["bf16_check"]["ok"]
     assert results["comparisons"][0]["ratio_train"] > 0
     assert bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, compare=("visualbert",), peers=False)["precision"] == "fp32"
+
+
+def test_ablations_run_and_are_recorded():
+    results = bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, compare=("lxmert",), peers=False,
+                              ablate=("last-rows", "cache", "mlm"))
+    assert results["ablate"] == ["last-rows", "cache", "mlm"]
+    assert results["comparisons"][0]["ours"]["train_samples_per_s"] > 0
+    assert "ablated: last-rows, cache, mlm" in bench.format_table(results)
