@@ -138,6 +138,19 @@ def test_dual_embeddings_match_forward(data):
     torch.testing.assert_close(dual_scores(te, ie)[2, 3], (out["text_emb"][2] * out["img_emb"][3]).sum())
 
 
+def test_unimodal_view_embeddings_of_a_cross_encoder(data):
+    """A cross-encoder's unimodal view (every layer run as U), computed for the first token only, equals the
+    projection of the full unimodal pass."""
+    model = tiny("merged")
+    L = model.config.layers
+    te, ie = embeddings(model, text_batches(data), image_batches(data), NC, NI, n_layers=L)
+    with torch.no_grad():
+        t = model.encode_text(data["text_ids"], data["text_mask"], n_layers=L)
+        v, _ = model.encode_image({k: data[k] for k in ("img_feats", "img_boxes", "img_mask")}, n_layers=L)
+    torch.testing.assert_close(te, model.proj.embed_text(t[:, 0]).detach(), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ie, model.proj.embed_image(v[:, 0]).detach(), atol=1e-5, rtol=1e-4)
+
+
 class Interrupt(Exception):
     pass
 

@@ -104,27 +104,30 @@ def _cache_dtype(device: torch.device) -> torch.dtype:
 
 
 @torch.inference_mode()
-def encode_texts(model, batches: TextBatches, n: int, n_layers: int | None = None) -> Encoded:
-    """Captions through the embeddings and the unimodal prefix (or ``n_layers`` layers as ``U``)."""
+def encode_texts(model, batches: TextBatches, n: int, n_layers: int | None = None, first_only: bool = False) -> Encoded:
+    """Captions through the embeddings and the unimodal prefix (or ``n_layers`` layers as ``U``); with
+    ``first_only`` only the ``[CLS]`` state (the last layer computes it alone)."""
     device = model_device(model)
     parts = []
     with autocast(device):
         for idx, ids, mask in batches():
             ids, mask = ids.to(device), mask.to(device)
-            parts.append((idx, model.encode_text(ids, mask, n_layers=n_layers), mask))  # (B, T, D)
+            t = model.encode_text(ids, mask, n_layers=n_layers, first_only=first_only)  # (B, T or 1, D)
+            parts.append((idx, t, mask[:, : t.shape[1]]))
     return _assemble(parts, n, _cache_dtype(device))
 
 
 @torch.inference_mode()
-def encode_images(model, batches: ImageBatches, n: int, n_layers: int | None = None) -> Encoded:
-    """Images through the embeddings and the unimodal prefix (or ``n_layers`` layers as ``U``)."""
+def encode_images(model, batches: ImageBatches, n: int, n_layers: int | None = None, first_only: bool = False) -> Encoded:
+    """Images through the embeddings and the unimodal prefix (or ``n_layers`` layers as ``U``); with
+    ``first_only`` only the global token's state."""
     device = model_device(model)
     parts = []
     with autocast(device):
         for idx, batch in batches():
             batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-            v, mask = model.encode_image(batch, n_layers=n_layers)  # (B, R, D), (B, R)
-            parts.append((idx, v, mask))
+            v, mask = model.encode_image(batch, n_layers=n_layers, first_only=first_only)  # (B, R or 1, D), (B, R)
+            parts.append((idx, v, mask[:, : v.shape[1]]))
     return _assemble(parts, n, _cache_dtype(device))
 
 
@@ -134,8 +137,8 @@ def embeddings(model, texts: TextBatches, images: ImageBatches, n_captions: int,
     """L2-normalised pooled embeddings (n_captions, P), (n_images, P) from the model's projection head, on the
     unimodal view with ``n_layers`` layers (default: all layers; exact for all-``U`` models)."""
     n = model.config.layers if n_layers is None else n_layers
-    t = encode_texts(model, texts, n_captions, n_layers=n)
-    v = encode_images(model, images, n_images, n_layers=n)
+    t = encode_texts(model, texts, n_captions, n_layers=n, first_only=True)  # (Nc, 1, D)
+    v = encode_images(model, images, n_images, n_layers=n, first_only=True)
     with autocast(model_device(model)):
         return model.proj.embed_text(t.states[:, 0]).float(), model.proj.embed_image(v.states[:, 0]).float()
 
