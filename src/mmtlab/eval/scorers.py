@@ -161,7 +161,7 @@ def _itm_dual_block(model, t_cls: torch.Tensor, v_glob: torch.Tensor) -> torch.T
 
 def compile_for_inference(fn: Callable, dynamic: bool | None = None) -> Callable:
     """``torch.compile(fn)`` with Inductor's ``freezing``: the weights it reads become constants of the graph
-    (on CPU the matmul weights are pre-packed once; about 1.2x faster scoring at base scale, docs/performance.md).
+    (on CPU the matmul weights are pre-packed once: up to 1.2x faster per pair, docs/performance.md).
     Only for inference: a frozen graph does not see later weight updates."""
     import torch._inductor.config
 
