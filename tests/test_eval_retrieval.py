@@ -162,3 +162,6 @@ def test_compiled_scoring_gives_the_same_results(tmp_path, flickr):
     r = evaluate_run(run, flickr, tmp_path / "c.json", batch_size=64, progress=False, compile=True)
     assert r["text_to_image"] == eager["text_to_image"] and r["image_to_text"] == eager["image_to_text"]
     assert any("compiled" in n for n in r["notes"])
+    dual = make_run(tmp_path / "dual", "single-modality")  # no layer per pair: nothing to compile
+    r = evaluate_run(dual, flickr, tmp_path / "d.json", batch_size=64, progress=False, compile=True)
+    assert not any("compiled" in n for n in r["notes"])

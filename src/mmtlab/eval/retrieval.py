@@ -250,7 +250,8 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
     Checks that the run can honestly use ``scorer`` (:func:`check_scorer`), writes the results JSON to ``out``
     (rank 0) with the run, preset, data and split added, and keeps the exhaustive score chunks in
     ``OUT.scores/`` (an interrupted evaluation resumes from them). ``compile``: the per-pair layers
-    (:meth:`match_logits`) run through :func:`compile_for_inference`. Returns the results.
+    (:meth:`match_logits`) run through :func:`compile_for_inference` (all-``U`` models have none: ignored).
+    Returns the results.
     """
     from ..data.store import open_store
     from ..train.trainer import init_distributed, load_run, pick_device
@@ -266,6 +267,7 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
         if shortlist is not None:
             short_model, short_cfg = load_run(shortlist, map_location=dev)
         check_scorer(cfg, scorer, short_cfg, finetuned=tuned is not None)
+        compile = compile and not model.config.is_dual  # an all-U model runs no layer per pair
         if compile:  # an instance attribute: every scorer calls model.match_logits
             model.match_logits = compile_for_inference(model.match_logits, dynamic=True)
         store = open_store(data).split(split)
