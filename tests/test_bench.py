@@ -138,3 +138,11 @@ def test_ablations_run_and_are_recorded():
     assert results["ablate"] == ["last-rows", "cache", "mlm"]
     assert results["comparisons"][0]["ours"]["train_samples_per_s"] > 0
     assert "ablated: last-rows, cache, mlm" in bench.format_table(results)
+
+
+def test_results_are_reported_after_each_comparison():
+    """--out is rewritten after every comparison, so a stage killed midway keeps what it measured."""
+    seen = []
+    bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, peers=False,
+                    on_row=lambda r: seen.append([row["comparison"] for row in r["comparisons"]]))
+    assert seen == [["ours vs visualbert"], ["ours vs visualbert", "ours vs lxmert"]]

@@ -73,3 +73,13 @@ def test_readme_python_example_runs():
     exec(compile(code, "README.md", "exec"), scope)
     out = scope["out"]
     assert out["itm_logits"].shape == (2, 2) and out["text_states"].shape == (2, 12, 128)
+
+
+def test_progress_bars_are_quiet_in_log_files(capsys):
+    """stderr is not a terminal under pytest (as in a cluster job's log): the bar redraws every 30 s, not 10/s."""
+    from mmtlab.progress import progress_bar
+
+    bar = progress_bar(total=5)
+    assert bar.mininterval == 30.0
+    bar.close()
+    assert progress_bar(total=5, mininterval=1.0).mininterval == 1.0

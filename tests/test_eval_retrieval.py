@@ -11,7 +11,7 @@ from mmtlab.config import save_yaml
 from mmtlab.data.store import StoreWriter, open_store
 from mmtlab.data.synth import synthesize
 from mmtlab.eval.metrics import EvalError
-from mmtlab.eval.retrieval import check_scorer, evaluate_retrieval, evaluate_run
+from mmtlab.eval.retrieval import check_scorer, default_scorer, evaluate_retrieval, evaluate_run
 from mmtlab.model import build_from_config
 from mmtlab.train.checkpoint import save_weights
 from mmtlab.train.config import make_run_config
@@ -96,6 +96,9 @@ def test_which_scorer_a_run_may_use():
     check_scorer(base, "dual")
     check_scorer(single, "exhaustive")
     check_scorer(base, "exhaustive", finetuned=True)  # fine-tuning trains the ITM head
+    # with no --scorer: the paper's protocol where the ITM head was trained, cosine similarity for a dual encoder
+    assert [default_scorer(c) for c in (itm, itc, single, base)] == ["exhaustive", "exhaustive", "exhaustive", "dual"]
+    assert default_scorer(base, finetuned=True) == "exhaustive"
     for cfg, scorer, short, match in [
         (base, "exhaustive", None, "never trained it.*use --scorer dual"),
         (base, "rerank", None, "never trained it"),
@@ -128,8 +131,10 @@ def test_cli_eval_and_errors(tmp_path, flickr, capsys):
     assert "text->image" in printed and "zero-shot, scorer exhaustive" in printed
     assert json.loads(out.read_text())["scorer"] == "exhaustive"
     base = make_run(tmp_path / "base", "baseline")
+    assert main(["eval", "retrieval", "--run", str(base), "--data", str(flickr), "--out", str(out), "--no-progress"]) == 0
+    assert "scorer dual" in capsys.readouterr().out and json.loads(out.read_text())["scorer"] == "dual"
     for args, match in [
-        (["--run", str(base)], "never trained it"),
+        (["--run", str(base), "--scorer", "exhaustive"], "never trained it"),
         (["--run", str(run), "--scorer", "dual"], "needs trained embeddings"),
         (["--run", str(run), "--split", "val"], "no split 'val'"),
         (["--run", str(tmp_path / "nope")], "not a run directory"),
@@ -143,13 +148,13 @@ def test_cli_eval_and_errors(tmp_path, flickr, capsys):
 def test_compiled_scoring_gives_the_same_results(tmp_path, flickr):
     """``--compile``: the per-pair layers through torch.compile with frozen weights score every pair as eager
     does (different batch sizes: one dynamic graph), and the results say so."""
-    from mmtlab.eval.scorers import compile_for_inference
+    from mmtlab.model.compile import compile_fn
 
     model = tiny("mixed-modality")
     store = open_store(flickr).split("test")
     eager = evaluate_retrieval(model, store, "exhaustive", batch_size=64, progress=False)
     match = model.match_logits
-    fast = compile_for_inference(match, dynamic=True)
+    fast = compile_fn(match, dynamic=True, freeze=True)
     with torch.no_grad():
         t = model.encode_text(torch.randint(1000, 2000, (5, 7)), torch.ones(5, 7, dtype=torch.bool))
         v, vm = model.encode_image({"img_feats": torch.randn(5, 4, FEAT), "img_boxes": torch.rand(5, 4, 5),

@@ -202,6 +202,12 @@ def test_terms_match_hand_computation():
     assert mrm_reg_loss(torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 0.0]])).item() == pytest.approx(5.0)
     empty = torch.zeros(0, 5, requires_grad=True)
     assert mlm_loss(empty, torch.zeros(0, dtype=torch.long)).item() == 0.0  # no masked token: 0, not NaN
+    # -100 targets are ignored, as F.cross_entropy's mean does; empty sets keep the graph (a gradient of zeros)
+    logits, targets = torch.randn(4, 7), torch.tensor([3, -100, 0, -100])
+    assert mlm_loss(logits, targets).item() == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-6)
+    assert mrm_kl_loss(empty, torch.zeros(0, 5)).item() == 0.0 and mrm_reg_loss(empty, torch.zeros(0, 5)).item() == 0.0
+    mrm_cls_loss(empty, torch.zeros(0, 5)).backward()
+    assert empty.grad is not None and empty.grad.shape == (0, 5)
 
 
 def test_dual_contrastive_hand_case_and_false_negatives():

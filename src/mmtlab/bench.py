@@ -145,7 +145,7 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: 
           ablate: tuple, bf16: bool) -> Contender:
     import torch
 
-    from .eval.scorers import compile_for_inference
+    from .model.compile import compile_fn
     from .model import build_model
     from .train.losses import itm_loss, mlm_loss
 
@@ -182,7 +182,7 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: 
             return model.match_logits(t[cap], pool["text_mask"][cap], v[img], v_mask[img])  # (B, 2)
 
     if compile:
-        loss_fn, score_fn = torch.compile(loss_fn), compile_for_inference(score_fn)
+        loss_fn, score_fn = compile_fn(loss_fn), compile_fn(score_fn, freeze=True)
     return Contender(
         name=f"mmtlab {'single-stream' if shared else 'two-stream'} {schedule}",
         model=model,
@@ -210,7 +210,7 @@ def _ours_flops(model, shape: dict, n_mlm: int) -> float:
 def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compile: bool, bf16: bool) -> Contender:
     import torch
 
-    from .eval.scorers import compile_for_inference
+    from .model.compile import compile_fn
 
     try:
         import transformers
@@ -267,7 +267,7 @@ def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compil
             return forward(*pairs)
 
     if compile:
-        loss_fn, score_fn = torch.compile(loss_fn), compile_for_inference(score_fn)
+        loss_fn, score_fn = compile_fn(loss_fn), compile_fn(score_fn, freeze=True)
     return Contender(
         name=f"HF {type(model).__name__} (transformers {transformers.__version__}, "
         f"attn={getattr(model.config, '_attn_implementation', None)})",
@@ -394,8 +394,10 @@ def run_bench(
     threads: int | None = None,
     profile: bool = False,
     log: Callable[[str], None] = lambda s: None,
+    on_row: Callable[[dict], None] = lambda results: None,
 ) -> dict:
-    """Run the benchmark and return the results dict (what ``--out`` writes)."""
+    """Run the benchmark and return the results dict (what ``--out`` writes). ``on_row(results)`` is called after
+    each finished comparison (``--out`` is rewritten then, so a run killed midway keeps what it measured)."""
     import torch
 
     if scale not in SHAPES:
@@ -475,6 +477,7 @@ def run_bench(
             row["ratio_train"] = row["ours"]["train_samples_per_s"] / row["theirs"]["train_samples_per_s"]
             row["ratio_score"] = row["ours"]["score_pairs_per_s"] / row["theirs"]["score_pairs_per_s"]
         results["comparisons"].append(row)
+        on_row(results)
         del contenders, ours
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -535,17 +538,25 @@ def _csv(value: str) -> tuple[str, ...]:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import sys
 
+    out = Path(args.out) if args.out else None
+
+    def write(results: dict) -> None:
+        if out:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text(json.dumps(results, indent=2) + "\n")
+            tmp.replace(out)
+
     results = run_bench(
         scale=args.scale, device=args.device, batch=args.batch, score_batch=args.score_batch,
         precision=args.precision, steps=args.steps, warmup=args.warmup,
         compile=args.compile, compare=_csv(args.compare), peers=not args.no_peers, ablate=_csv(args.ablate),
-        peak_tflops=args.peak_tflops, threads=args.threads, profile=args.profile, log=lambda s: print(s, file=sys.stderr, flush=True),
-    )
+        peak_tflops=args.peak_tflops, threads=args.threads, profile=args.profile,
+        log=lambda s: print(s, file=sys.stderr, flush=True), on_row=write,
+    )  # fmt: skip
     print(format_table(results))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
+    write(results)
+    if out:
         print(f"wrote {out}")
     return 0
 

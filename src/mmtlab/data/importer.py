@@ -67,9 +67,9 @@ def import_dataset(
     feature_keys: list[str] = []
     records = FEATURE_READERS[ffmt](features, bad_features, width)
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
-        records = tqdm(records, desc="import", unit="img")
+        records = progress_bar(records, desc="import", unit="img")
     try:
         for r in records:
             bad_features.check(final=False)

@@ -13,7 +13,8 @@ EVAL_EXAMPLE = """examples:
   torchrun --nproc_per_node 8 -m mmtlab.cli eval retrieval ...     # captions split over the GPUs
 
 The protocol of the paper is the default: the pretrained checkpoint, no fine-tuning, every pair ranked by the
-ITM match probability (scorer exhaustive). Score chunks are kept in OUT.scores/; rerunning an interrupted
+ITM match probability (scorer exhaustive; a dual-encoder run such as preset baseline is scored by cosine
+similarity, scorer dual). Score chunks are kept in OUT.scores/; rerunning an interrupted
 evaluation resumes there (--fresh starts over)."""
 
 FINETUNE_EXAMPLE = """examples:
@@ -33,9 +34,10 @@ def register(subparsers) -> None:
     p.add_argument("--run", required=True, metavar="RUN", help="a finished run directory (mmtlab train / finetune)")
     p.add_argument("--data", required=True, metavar="DIR", help="an mmtlab store (e.g. a synthetic flickr test set)")
     p.add_argument("--split", default="test", help="split of the store to evaluate (default test)")
-    p.add_argument("--scorer", default="exhaustive", choices=("exhaustive", "rerank", "dual"),
+    p.add_argument("--scorer", default=None, choices=("exhaustive", "rerank", "dual"),
                    help="exhaustive: every pair through the ITM head (the paper's protocol); rerank: shortlist by "
-                        "embeddings, ITM on the top k; dual: embedding cosine only")
+                        "embeddings, ITM on the top k; dual: embedding cosine only (default: exhaustive, or dual for "
+                        "a run that trained no ITM head, e.g. preset baseline)")
     p.add_argument("--k", type=int, default=128, help="rerank: shortlist size per query (default 128)")
     p.add_argument("--shortlist", default=None, metavar="RUN2",
                    help="rerank: a dual-encoder run (e.g. preset baseline) whose embeddings make the shortlist")

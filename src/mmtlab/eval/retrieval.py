@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from .metrics import EvalError, retrieval_metrics
+from ..model.compile import compile_fn
 from .scorers import (
-    compile_for_inference,
     dual_scores,
     embeddings,
     encode_images,
@@ -46,6 +46,12 @@ def embedding_trained(cfg) -> bool:
 
 def _loss_desc(cfg) -> str:
     return f"preset {cfg.preset}, loss {cfg.loss.name} ({', '.join(cfg.loss.active)})"
+
+
+def default_scorer(cfg, finetuned: bool = False) -> str:
+    """The scorer a run is evaluated with when none is named: the paper's protocol (``exhaustive``, ranking by the
+    ITM head) for a run that trained its ITM head, ``dual`` for one that trained only embeddings (``baseline``)."""
+    return "dual" if not (itm_trained(cfg) or finetuned) and embedding_trained(cfg) else "exhaustive"
 
 
 def check_scorer(cfg, scorer: str, shortlist_cfg=None, finetuned: bool = False) -> None:
@@ -107,9 +113,9 @@ def _image_batches(store, batch_size: int, max_regions: int, pixels: bool):
 
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, unit="pair", unit_scale=True, desc="scoring", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total=total, unit="pair", unit_scale=True, desc="scoring", disable=not enabled, dynamic_ncols=True)
 
 
 def _dist() -> tuple[int, int, Any]:
@@ -242,15 +248,15 @@ def evaluate_retrieval(
 
 # ---------------------------------------------------------------------------------------------- a run
 def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = None, split: str = "test",
-                 scorer: str = "exhaustive", k: int = 128, shortlist: str | Path | None = None,
+                 scorer: str | None = None, k: int = 128, shortlist: str | Path | None = None,
                  batch_size: int | None = None, device: str = "auto", progress: bool = True,
                  compile: bool = False) -> dict:
     """``mmtlab eval retrieval``: evaluate the finished run ``run`` on split ``split`` of store ``data``.
 
-    Checks that the run can honestly use ``scorer`` (:func:`check_scorer`), writes the results JSON to ``out``
+    ``scorer`` None: :func:`default_scorer`. Checks that the run can honestly use it (:func:`check_scorer`), writes the results JSON to ``out``
     (rank 0) with the run, preset, data and split added, and keeps the exhaustive score chunks in
     ``OUT.scores/`` (an interrupted evaluation resumes from them). ``compile``: the per-pair layers
-    (:meth:`match_logits`) run through :func:`compile_for_inference` (all-``U`` models have none: ignored).
+    (:meth:`match_logits`) run through :func:`~mmtlab.model.compile.compile_fn` with frozen weights (all-``U`` models have none: ignored).
     Returns the results.
     """
     from ..data.store import open_store
@@ -266,10 +272,11 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
         short_model = short_cfg = None
         if shortlist is not None:
             short_model, short_cfg = load_run(shortlist, map_location=dev)
+        scorer = scorer or default_scorer(cfg, finetuned=tuned is not None)
         check_scorer(cfg, scorer, short_cfg, finetuned=tuned is not None)
         compile = compile and not model.config.is_dual  # an all-U model runs no layer per pair
         if compile:  # an instance attribute: every scorer calls model.match_logits
-            model.match_logits = compile_for_inference(model.match_logits, dynamic=True)
+            model.match_logits = compile_fn(model.match_logits, dynamic=True, freeze=True)
         store = open_store(data).split(split)
         for m, name in ((model, str(run)), (short_model, str(shortlist))):
             if m is not None and m.config.image_input == "regions" and m.config.feat_dim != store.meta["feat_dim"]:

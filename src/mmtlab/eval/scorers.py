@@ -159,21 +159,6 @@ def _itm_dual_block(model, t_cls: torch.Tensor, v_glob: torch.Tensor) -> torch.T
     return (pt * w) @ pv.T + b  # (Nc, Ni)
 
 
-def compile_for_inference(fn: Callable, dynamic: bool | None = None) -> Callable:
-    """``torch.compile(fn)`` with Inductor's ``freezing``: the weights it reads become constants of the graph
-    (on CPU the matmul weights are pre-packed once: up to 1.2x faster per pair, docs/performance.md).
-    Only for inference: a frozen graph does not see later weight updates."""
-    import torch._inductor.config
-
-    compiled = torch.compile(fn, dynamic=dynamic)
-
-    def run(*args, **kwargs):
-        with torch._inductor.config.patch(freezing=True):  # read when a graph is compiled (first call, recompiles)
-            return compiled(*args, **kwargs)
-
-    return run
-
-
 @torch.inference_mode()
 def score_pairs(model, texts: Encoded, images: Encoded, cap_idx: torch.Tensor, img_idx: torch.Tensor,
                 batch_size: int, progress: Progress | None = None) -> torch.Tensor:

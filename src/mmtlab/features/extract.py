@@ -225,7 +225,7 @@ def extract_store(
     """Extract features of ``items`` into the store ``out`` (see the module doc). ``pixels``: also store the
     image resized to ``pixels`` x ``pixels`` (for the pixel path); ``source`` names the input in errors.
     Returns a summary: images written, skipped (with examples), chunks reused from an interrupted run."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise FeatureError(f"--max-bad-fraction {max_bad_fraction}: must be in [0, 1]")
@@ -252,7 +252,7 @@ def extract_store(
 
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
     reused = 0
-    bar = tqdm(total=len(items), unit="img", desc=f"features {backbone}", disable=not progress)
+    bar = progress_bar(total=len(items), unit="img", desc=f"features {backbone}", disable=not progress)
     for c, chunk in enumerate(chunks):
         part = parts / f"part-{c:05d}.npz"
         if part.is_file():

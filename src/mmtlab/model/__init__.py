@@ -7,6 +7,7 @@ from typing import Any
 from ..config import ModelConfig
 from ..presets import model_config
 from .bert_init import load_bert_into
+from .compile import compile_fn
 from .inputs import validate_batch
 from .layers import BLOCKS, block_mask
 from .transformer import MultimodalTransformer
@@ -29,4 +30,4 @@ def build_from_config(config: ModelConfig) -> MultimodalTransformer:
     return model
 
 
-__all__ = ["build_model", "build_from_config", "MultimodalTransformer", "validate_batch", "block_mask", "BLOCKS"]
+__all__ = ["build_model", "build_from_config", "MultimodalTransformer", "validate_batch", "block_mask", "BLOCKS", "compile_fn"]

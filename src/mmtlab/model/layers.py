@@ -137,9 +137,9 @@ class Layer(nn.Module):
         q, k, val = qkv.view(B, N, 3, self.heads, D3 // (3 * self.heads)).permute(2, 0, 3, 1, 4)  # (B, H, N, hd)
         lengths = [x.shape[1] for _, x, _ in parts]
         if first_only:
-            starts = torch.tensor([0] + lengths[:-1], device=q.device).cumsum(0)  # (P,) first token of each part
-            q = q[:, :, starts]  # (B, H, P, hd)
-            mask = mask[:, :, starts] if mask.shape[2] > 1 else mask
+            starts = [sum(lengths[:i]) for i in range(len(lengths))]  # first token of each part (ints: no host-device copy)
+            q = torch.cat([q[:, :, s : s + 1] for s in starts], dim=2)  # (B, H, P, hd)
+            mask = torch.cat([mask[:, :, s : s + 1] for s in starts], dim=2) if mask.shape[2] > 1 else mask
             parts, lengths = [(w, x[:, :1], None) for w, x, _ in parts], [1] * len(parts)
         drop = self.attn_dropout if self.training else 0.0
         a = F.scaled_dot_product_attention(q, k, val, attn_mask=mask, dropout_p=drop)  # (B, H, Nq, hd)

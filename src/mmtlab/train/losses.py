@@ -29,11 +29,11 @@ from .masking import IMAGE_KEYS, TEXT_KEYS, image_ids, itm_negatives, mask_regio
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on the learned temperature
 
 
-def _empty_safe(loss_fn, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``loss_fn(pred, target)`` averaged over rows; 0 (still attached to the graph) when there is no row."""
-    if pred.shape[0] == 0:
-        return pred.sum() * 0.0
-    return loss_fn(pred.float(), target)
+def _rows_mean(loss_fn, pred: torch.Tensor, target: torch.Tensor, per_row: int = 1) -> torch.Tensor:
+    """``loss_fn(pred, target, reduction="sum")`` divided by rows x ``per_row``: the mean over rows, and 0 (still
+    attached to the graph) when there is no row. Branch-free, so that ``torch.compile`` traces it with a row count
+    that depends on the data (:mod:`mmtlab.model.compile`)."""
+    return loss_fn(pred.float(), target, reduction="sum") / (max(pred.shape[0], 1) * per_row)
 
 
 def itm_loss(out: dict, labels: torch.Tensor) -> torch.Tensor:
@@ -46,28 +46,30 @@ def itm_loss(out: dict, labels: torch.Tensor) -> torch.Tensor:
 
 
 def mlm_loss(mlm_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """mlm_logits (N, V) at the masked positions, targets (N,) the original ids."""
-    return _empty_safe(F.cross_entropy, mlm_logits, targets)
+    """mlm_logits (N, V) at the masked positions, targets (N,) the original ids (-100: ignored, as in
+    ``F.cross_entropy``); the mean over the scored positions, 0 when there is none."""
+    total = F.cross_entropy(mlm_logits.float(), targets, reduction="sum")
+    return total / (targets != -100).sum().clamp_min(1)
 
 
 def mrm_kl_loss(mrm_logits: torch.Tensor, target_dist: torch.Tensor) -> torch.Tensor:
     """KL(target || softmax(logits)), averaged over masked regions. target_dist (N, C) is renormalised."""
     target = target_dist.float() / target_dist.float().sum(-1, keepdim=True).clamp_min(1e-12)
 
-    def kl(pred: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        return F.kl_div(F.log_softmax(pred, -1), tgt, reduction="batchmean")
+    def kl(pred: torch.Tensor, tgt: torch.Tensor, reduction: str) -> torch.Tensor:
+        return F.kl_div(F.log_softmax(pred, -1), tgt, reduction=reduction)
 
-    return _empty_safe(kl, mrm_logits, target)
+    return _rows_mean(kl, mrm_logits, target)
 
 
 def mrm_cls_loss(mrm_logits: torch.Tensor, target_dist: torch.Tensor) -> torch.Tensor:
     """Cross-entropy to the most likely class of each masked region."""
-    return _empty_safe(F.cross_entropy, mrm_logits, target_dist.argmax(-1))
+    return _rows_mean(F.cross_entropy, mrm_logits, target_dist.argmax(-1))
 
 
 def mrm_reg_loss(mrm_feats: torch.Tensor, target_feats: torch.Tensor) -> torch.Tensor:
     """Mean squared error (over regions and feature dims) to the original features."""
-    return _empty_safe(F.mse_loss, mrm_feats, target_feats.float())
+    return _rows_mean(F.mse_loss, mrm_feats, target_feats.float(), per_row=mrm_feats.shape[-1])
 
 
 def _gather(x: torch.Tensor, with_grad: bool) -> tuple[torch.Tensor, int]:

@@ -29,7 +29,7 @@ from torch import nn
 from ..config import ConfigError, load_yaml, save_yaml
 from ..data.store import Store, open_store
 from ..data.loader import build_train_loader
-from ..model import build_from_config
+from ..model import build_from_config, compile_fn
 from .checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint, save_weights
 from .config import RESUMABLE_CHANGES, RunConfig, TrainConfig, config_differences, run_config_from_dict
 from .losses import PretrainingLoss
@@ -260,8 +260,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
     if ckpt:
         load_weights(model, ckpt / "model.safetensors")
     objective = Objective(model, loss_fn or PretrainingLoss(cfg.loss))
-    if t.compile:
-        model.compile()
+    if t.compile:  # the forward only: masking and losses stay eager (their RNG streams stay the eager ones)
+        model.forward = compile_fn(model.forward)
     runner: nn.Module = objective
     if d.world > 1:
         runner = nn.parallel.DistributedDataParallel(
@@ -324,7 +324,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
                 record |= {k: v.item() / window_steps for k, v in window.items()}
                 record |= {"lr": lr, "grad_norm": float(grad_norm), "samples_per_s": sps}
                 logger.log(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", samples_s=f"{sps:.0f}")
+                bar.set_postfix(loss=f"{record['loss']:.3f}", samples_s=f"{sps:.0f}", refresh=False)  # drawn at the next redraw
                 window_start, window_steps, window = time.perf_counter(), 0, {}
             pause = time.perf_counter()  # evaluation and checkpoints do not count against samples/s
             if held_out and ((t.eval_every and step % t.eval_every == 0) or step == t.steps):
@@ -341,9 +341,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
 
 
 def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, desc="train")
+    return progress_bar(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, desc="train")
 
 
 def _mean_over_ranks(total: torch.Tensor, terms: dict, d: Dist) -> tuple[torch.Tensor, dict]:
