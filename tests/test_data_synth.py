@@ -62,6 +62,19 @@ def test_captions_describe_their_image_unless_noise(tmp_path):
     assert 0.35 < consistent(noisy) < 0.8  # 50% kept + some noisy captions that happen to fit
 
 
+def test_noise_is_a_controlled_knob(tmp_path):
+    """Stores that differ only in --noise hold the same images and clean captions; about P of the captions are
+    swapped at noise P, and every caption swapped at 0.2 is swapped at 0.5 too."""
+    stores = {p: synthesize(tmp_path / str(p), "coco", n=80, seed=3, noise=p) for p in (0.0, 0.2, 0.5)}
+    for f in ("feats.f16", "boxes.f32", "cls.f16", "pixels.u8", "region_offsets.i64"):
+        assert len({(s / f).read_bytes() for s in stores.values()}) == 1, f
+    caps = {p: open_store(s).captions for p, s in stores.items()}
+    swapped = {p: {i for i, (a, b) in enumerate(zip(caps[0.0], caps[p])) if a != b} for p in (0.2, 0.5)}
+    n = len(caps[0.0])
+    assert 0.12 < len(swapped[0.2]) / n < 0.28 and 0.4 < len(swapped[0.5]) / n < 0.6
+    assert swapped[0.2] <= swapped[0.5]
+
+
 def test_regions_follow_the_detector(tmp_path):
     """Same object class -> similar features across images and styles (the detector is shared)."""
     a = open_store(synthesize(tmp_path / "a", "coco", n=40, seed=0))

@@ -212,6 +212,19 @@ def test_cli_train_resume_rules(store, tmp_path, capsys):
     assert code == 0 and load_state(Path(run) / "checkpoint")["step"] == 3
 
 
+def test_cli_mixture_as_a_list_of_stores(store, tmp_path, capsys):
+    """`--data A B key=value` and `--data A --data B` are the same mixture; the overrides after the list apply."""
+    other = make_store(tmp_path / "other", n=20, seed=2)
+    for name, data in [("list", ["--data", store, other]), ("repeated", ["--data", store, "--data", other])]:
+        run = tmp_path / name
+        code, err = run_cli("train", "--scale", "tiny", *data, "data.sampling=dataset", "train.steps=1",
+                            "train.batch_size=4", *TINY_ARGS, "--out", str(run), capsys=capsys)
+        assert code == 0, err
+        cfg = load_run(run)[1]
+        assert cfg.data_dirs == [str(Path(store).resolve()), str(Path(other).resolve())] and cfg.data.sampling == "dataset"
+        assert cfg.train.steps == 1
+
+
 def test_hold_out_slice(store):
     from mmtlab.data.store import open_store
     from mmtlab.train.trainer import hold_out

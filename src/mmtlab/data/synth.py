@@ -420,8 +420,10 @@ def synthesize(
     """Generate ``n`` images of ``style`` (default: the style's size) with their captions into the store ``out``.
 
     Deterministic: the same arguments give a byte-identical store. ``noise`` is the fraction of captions that
-    describe another image; ``hard_fraction`` the fraction of scenes that are a one-attribute edit of the
-    previous scene. Returns the store path.
+    describe another image, a controlled knob: stores that differ only in ``noise`` hold the same scenes, regions,
+    pixels and clean captions, and the captions swapped at a lower noise are swapped at every higher one (one
+    uniform draw per caption decides; the swapped-in caption comes from a stream of its own). ``hard_fraction``
+    the fraction of scenes that are a one-attribute edit of the previous scene. Returns the store path.
     """
     from ..config import ConfigError
 
@@ -445,18 +447,19 @@ def synthesize(
     }  # fmt: skip
     it = range(n)
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
-        it = tqdm(it, desc=f"synth {style}", unit="img")
+        it = progress_bar(it, desc=f"synth {style}", unit="img")
     with StoreWriter(out, feat_dim, len(CLASS_NAMES), (3, IMAGE_SIZE, IMAGE_SIZE), meta) as writer:
         for i in it:
             feats, boxes, cls, distractors = scene_regions(rng, scenes[i], det, spec.feat_noise)
             pixels = render(rng, scenes[i], boxes, distractors)
             idx = writer.add_image(feats, boxes, cls, pixels, split=split, key=f"{style}-{seed}-{i}")
-            for text in captions_for(style, rng, scenes[i]):
-                if rng.random() < noise:  # the caption of another image
-                    other = (i + 1 + int(rng.integers(n - 1))) % n
-                    text = captions_for(style, rng, scenes[other])[0]
+            for j, text in enumerate(captions_for(style, rng, scenes[i])):
+                if rng.random() < noise:  # the caption of another image, drawn from a stream of its own
+                    swap = np.random.default_rng([seed, zlib.crc32(f"{style}/{split}/noise".encode()), i, j])
+                    other = (i + 1 + int(swap.integers(n - 1))) % n
+                    text = captions_for(style, swap, scenes[other])[0]
                 writer.add_caption(idx, text)
     return Path(out)
 

@@ -45,7 +45,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("study", help="run a grid over data x attention x loss, or regenerate its report")
     p.add_argument("target", nargs="*", metavar="NAME | report DIR", help="a shipped study (paper-small, paper) or `report DIR`")
-    p.add_argument("--grid", help="a grid YAML file instead of a shipped study")
+    p.add_argument("--grid", help="a grid YAML file instead of a shipped study: the flat form `data: [coco, cc]`, "
+                                  "`attention: [merged, single-modality]`, `loss: [itm+mlm]` (cross product), or "
+                                  "comparisons as in the shipped grids (format: mmtlab/study/grid.py)")
     p.add_argument("--out", help="study directory (finished cells are skipped on re-run)")
     p.add_argument("--seeds", help="comma-separated seeds, overriding the grid's (e.g. 0,1,2)")
     p.add_argument("--torchrun", type=int, default=0, metavar="N", help="train each cell as a torchrun job on N processes")

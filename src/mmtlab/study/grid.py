@@ -25,6 +25,17 @@ A grid is YAML (``mmtlab study --grid GRID.yaml``; the shipped ones are in ``mmt
         better: {comparison: attention, preset: merged}
         worse: {comparison: attention, preset: mixed-modality}
 
+The flat form is the full cross product, one comparison named ``grid`` (its axis: the first of preset / data /
+loss with more than one value); data names that are styles and not defined under ``datasets`` are generated
+with the style's size, and without ``eval`` the test set is 100 synthetic ``flickr`` images (``flickr-test``)::
+
+    scale: tiny
+    seeds: [0, 1]
+    data: [coco, cc]                  # or datasets defined as above
+    attention: [merged, single-modality]   # also: preset / presets
+    loss: [itm+mlm]                   # also: losses; default: each preset's own loss set
+    overrides: {train.steps: 400}
+
 Every name is checked against the registered presets, loss sets, styles and the grid's own datasets before
 anything trains; an unknown one is an error that lists the valid names.
 """
@@ -42,6 +53,8 @@ from ..config import ConfigError
 from ..presets import list_loss_sets, list_presets, preset_info
 
 AXES = ("data", "preset", "loss")
+FLAT_KEYS = {"data": "data", "attention": "preset", "preset": "preset", "presets": "preset", "loss": "loss", "losses": "loss"}
+FLAT_EVAL = ("flickr-test", {"style": "flickr", "n": 100})  # the flat form's default test set (chance R@1 1%)
 CLAIM_KINDS = ("better", "not_better")
 
 
@@ -133,14 +146,46 @@ def _check_dataset(name: str, spec: Any, names: list[str]) -> dict[str, Any]:
     return dict(spec)
 
 
+def _expand_flat(raw: dict[str, Any]) -> dict[str, Any]:
+    """The flat form (top-level ``data`` / ``attention`` / ``loss`` lists) as the comparisons form."""
+    from ..data import STYLES
+
+    given = [k for k in FLAT_KEYS if k in raw]
+    if not given:
+        return raw
+    if "comparisons" in raw:
+        raise ConfigError(f"grid: give either comparisons or the flat axes ({', '.join(given)}), not both")
+    axes: dict[str, list] = {}
+    for key in given:
+        if FLAT_KEYS[key] in axes:
+            raise ConfigError(f"grid: {key} repeats the {FLAT_KEYS[key]} axis given by another key")
+        axes[FLAT_KEYS[key]] = _as_list(raw[key], key)
+    axes.setdefault("data", ["coco"])
+    datasets = dict(raw.get("datasets") or {})
+    for name in axes["data"]:
+        if name not in datasets and name in STYLES:
+            datasets[name] = {"style": name}
+    ev = dict(raw.get("eval") or {})
+    if "data" not in ev:
+        datasets.setdefault(*FLAT_EVAL)
+        ev["data"] = FLAT_EVAL[0]
+    varying = [a for a in ("preset", "data", "loss") if len(axes.get(a, [])) > 1] or ["preset"]
+    comparison = {"axis": varying[0], "data": axes["data"], "preset": axes.get("preset", ["merged"]),
+                  "loss": axes.get("loss", ["default"])}  # fmt: skip
+    rest = {k: v for k, v in raw.items() if k not in FLAT_KEYS}
+    return {**rest, "datasets": datasets, "eval": ev, "comparisons": {"grid": comparison}}
+
+
 def parse_grid(raw: dict[str, Any]) -> Grid:
-    """Check a grid's names and structure; raises :class:`ConfigError` before anything runs."""
+    """Check a grid's names and structure (either form above); raises :class:`ConfigError` before anything runs."""
     if not isinstance(raw, dict):
         raise ConfigError("grid: expected a YAML mapping")
+    raw = _expand_flat(raw)
     known = {"name", "scale", "seeds", "overrides", "eval", "datasets", "comparisons", "claims", "description"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"grid: unknown key(s) {unknown}; valid keys: {', '.join(sorted(known))}")
+        raise ConfigError(f"grid: unknown key(s) {unknown}; valid keys: {', '.join(sorted(known))} "
+                          f"(or the flat form's {', '.join(FLAT_KEYS)})")
     scale = raw.get("scale", "tiny")
     if scale not in ("paper", "tiny"):
         raise ConfigError(f"grid: scale {scale!r}; valid scales: paper, tiny")

@@ -148,7 +148,8 @@ def plot(grid: Grid, records: dict[str, dict], root: Path, properties: dict[str,
         rows = tables[comp.name]
         if not rows:
             continue
-        labels = [r[comp.axis] for r in rows]
+        varying = [a for a in AXES if a == comp.axis or len({r[a] for r in rows}) > 1]  # e.g. a flat grid's cross product
+        labels = [" / ".join(r[a] for a in varying) for r in rows]
         means = [r["text_to_image/R@1"][0] for r in rows]
         stds = [r["text_to_image/R@1"][1] for r in rows]
         fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(rows) + 2), 3.6))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 EXAMPLE = """examples:
   mmtlab train --preset merged --loss itm+mlm+mrm --data data/coco --scale tiny --out runs/merged
-  mmtlab train --preset merged --data data/coco --data data/cc train.steps=2000 train.batch_size=128 --out runs/mix
+  mmtlab train --preset merged --data data/coco data/cc data.sampling=dataset train.steps=2000 --out runs/mix
   mmtlab train --resume runs/merged train.steps=4000          # continue (or extend) a run
   torchrun --nproc_per_node 2 -m mmtlab.cli train ...          # DistributedDataParallel, same command"""
 
@@ -21,7 +21,8 @@ def register(subparsers) -> None:
     )  # fmt: skip
     p.add_argument("--preset", default=None, help="architecture (see `mmtlab presets`); default merged")
     p.add_argument("--loss", default=None, help="loss set; default: the preset's (itm+mlm+mrm for most)")
-    p.add_argument("--data", action="append", default=[], metavar="DIR", help="a store; repeat for a mixture")
+    p.add_argument("--data", action="extend", nargs="+", default=[], metavar="DIR",
+                   help="a store; several (--data A B, or --data A --data B) for a mixture")
     p.add_argument("--val", default=None, metavar="DIR", help="held-out store for the ITM accuracy")
     p.add_argument("--scale", default=None, choices=("paper", "tiny"), help="model scale (default paper)")
     p.add_argument("--out", default=None, metavar="RUN", help="new run directory")
@@ -34,7 +35,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ..config import ConfigError, load_yaml, parse_overrides
     from .config import make_run_config
 
-    overrides = parse_overrides(args.overrides)
+    # `--data A B key=value`: argparse hands the overrides after a list of stores to --data
+    moved = [d for d in args.data if "=" in d and not Path(d).exists()]
+    args.data = [d for d in args.data if d not in moved]
+    overrides = parse_overrides([*moved, *args.overrides])
     if args.resume:
         run = Path(args.resume)
         if args.out and Path(args.out) != run:
