@@ -57,8 +57,8 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     mode += f" (ablated: {','.join(r['ablate'])})" if r["ablate"] else ""
     if "bf16_check" in r:
         c = r["bf16_check"]
-        print(f"bf16 check ({path.name}): states rel err {c['states_rel_err']:.2e}, ITM logits max diff "
-              f"{c['itm_logits_max_abs_diff']:.2e} -> {'ok' if c['ok'] else 'MISMATCH'}")
+        print(f"bf16 check ({path.name}): states rel err {c['states_rel_err']:.2e}, ITM logits rel err "
+              f"{c['itm_logits_rel_err']:.2e} -> {'ok' if c['ok'] else 'MISMATCH'}")
     for row in r["comparisons"]:
         for who in ("ours", "theirs"):
             if who in row:

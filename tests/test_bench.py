@@ -74,7 +74,21 @@ def test_bf16_check_on_cpu():
     shape = bench.SHAPES["tiny"]
     m = build_model("single-stream", "tiny", feat_dim=shape["feat_dim"])
     check = bench.check_bf16(m, bench.make_inputs(shape, 2, "cpu"), torch.device("cpu"))
-    assert check["ok"] and 0 < check["states_rel_err"] < 0.05
+    assert check["ok"] and 0 < check["states_rel_err"] < 0.05 and 0 < check["itm_logits_rel_err"] < 0.05
+
+    class Drifting(torch.nn.Module):  # ITM logits 20% off under autocast: a mismatch
+        def __init__(self):
+            super().__init__()
+            self.inner = m
+
+        def forward(self, batch):
+            out = dict(self.inner(batch))
+            if torch.is_autocast_enabled("cpu"):
+                out["itm_logits"] = out["itm_logits"] * 1.2
+            return out
+
+    bad = bench.check_bf16(Drifting(), bench.make_inputs(shape, 2, "cpu"), torch.device("cpu"))
+    assert not bad["ok"] and bad["itm_logits_rel_err"] == pytest.approx(0.2, abs=0.02)
 
 
 @pytest.mark.parametrize(
@@ -146,3 +160,9 @@ def test_results_are_reported_after_each_comparison():
     bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, peers=False,
                     on_row=lambda r: seen.append([row["comparison"] for row in r["comparisons"]]))
     assert seen == [["ours vs visualbert"], ["ours vs visualbert", "ours vs lxmert"]]
+
+
+def test_peak_flops_by_card_name():
+    assert bench.peak_for_name("NVIDIA H100 80GB HBM3") == 989e12 and bench.peak_for_name("NVIDIA H200") == 989e12
+    assert bench.peak_for_name("NVIDIA H100 PCIe") == 756e12 and bench.peak_for_name("NVIDIA H100 NVL") == 835e12
+    assert bench.peak_for_name("NVIDIA A100-SXM4-80GB") is None  # unknown: MFU needs --peak-tflops
