@@ -146,8 +146,7 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: 
           ablate: tuple, bf16: bool) -> Contender:
     import torch
 
-    from .model.compile import compile_fn
-    from .model import build_model
+    from .model import build_model, compile_fn
     from .train.losses import itm_loss, mlm_loss
 
     model = build_model(
@@ -211,7 +210,7 @@ def _ours_flops(model, shape: dict, n_mlm: int) -> float:
 def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compile: bool, bf16: bool) -> Contender:
     import torch
 
-    from .model.compile import compile_fn
+    from .model import compile_fn
 
     try:
         import transformers

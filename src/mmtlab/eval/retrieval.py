@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from .metrics import EvalError, retrieval_metrics
 from ..model.compile import compile_fn
+from .metrics import EvalError, retrieval_metrics
 from .scorers import (
     dual_scores,
     embeddings,
@@ -115,7 +115,8 @@ def _image_batches(store, batch_size: int, max_regions: int, pixels: bool):
 def _progress_bar(total: int, enabled: bool):
     from ..progress import progress_bar
 
-    return progress_bar(total=total, unit="pair", unit_scale=True, desc="scoring", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total=total, unit="pair", unit_scale=True, desc="scoring", disable=not enabled,
+                        dynamic_ncols=True)
 
 
 def _dist() -> tuple[int, int, Any]:
@@ -253,10 +254,11 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
                  compile: bool = False) -> dict:
     """``mmtlab eval retrieval``: evaluate the finished run ``run`` on split ``split`` of store ``data``.
 
-    ``scorer`` None: :func:`default_scorer`. Checks that the run can honestly use it (:func:`check_scorer`), writes the results JSON to ``out``
-    (rank 0) with the run, preset, data and split added, and keeps the exhaustive score chunks in
-    ``OUT.scores/`` (an interrupted evaluation resumes from them). ``compile``: the per-pair layers
-    (:meth:`match_logits`) run through :func:`~mmtlab.model.compile.compile_fn` with frozen weights (all-``U`` models have none: ignored).
+    ``scorer`` None: :func:`default_scorer`. Checks that the run can honestly use it (:func:`check_scorer`),
+    writes the results JSON to ``out`` (rank 0) with the run, preset, data and split added, and keeps the
+    exhaustive score chunks in ``OUT.scores/`` (an interrupted evaluation resumes from them). ``compile``: the
+    per-pair layers (:meth:`match_logits`) run through :func:`~mmtlab.model.compile.compile_fn` with frozen
+    weights (all-``U`` models have none: ignored).
     Returns the results.
     """
     from ..data.store import open_store

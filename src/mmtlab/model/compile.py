@@ -21,8 +21,8 @@ import torch
 
 
 def compile_fn(fn: Callable, dynamic: bool | None = None, freeze: bool = False, **options) -> Callable:
-    """``torch.compile(fn, dynamic=dynamic, **options)``, called under the settings above (dynamo and Inductor read them
-    when they compile a graph: on the first call and on recompiles).
+    """``torch.compile(fn, dynamic=dynamic, **options)``, called under the settings above (dynamo and Inductor
+    read them when they compile a graph: on the first call and on recompiles).
 
     Should compiling with the data-dependent sizes in the graph fail (a torch version or backend that cannot
     generate code for them), it warns once and compiles with graph breaks at those operators instead."""

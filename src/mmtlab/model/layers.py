@@ -137,7 +137,7 @@ class Layer(nn.Module):
         q, k, val = qkv.view(B, N, 3, self.heads, D3 // (3 * self.heads)).permute(2, 0, 3, 1, 4)  # (B, H, N, hd)
         lengths = [x.shape[1] for _, x, _ in parts]
         if first_only:
-            starts = [sum(lengths[:i]) for i in range(len(lengths))]  # first token of each part (ints: no host-device copy)
+            starts = [sum(lengths[:i]) for i in range(len(lengths))]  # first token of each part (ints: no device copy)
             q = torch.cat([q[:, :, s : s + 1] for s in starts], dim=2)  # (B, H, P, hd)
             mask = torch.cat([mask[:, :, s : s + 1] for s in starts], dim=2) if mask.shape[2] > 1 else mask
             parts, lengths = [(w, x[:, :1], None) for w, x, _ in parts], [1] * len(parts)
