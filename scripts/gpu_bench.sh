@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU speed check of issue 7, in one go (at most $DEADLINE s, default 540, on one H100/H200): bf16 correctness
-# of our model, then base scale (width 768, 40 word pieces, 36 regions x 2048-d), batch 128: everything eager,
+# The GPU check of issue 7, in one go (at most $DEADLINE s, default 540, on one H100/H200): tests/test_cuda.py
+# (compiled bf16 training forward as one graph, bf16 training, the unimodal cache), bf16 correctness of our
+# model, then base scale (width 768, 40 word pieces, 36 regions x 2048-d), batch 128: everything eager,
 # then ours compiled against HF eager (the issue's target, measured interleaved in one process), our single stream
 # compiled at batch 512 for MFU, and the rest. The most important stages run first; each has its own time limit,
 # clipped to what is left of the deadline, and a stage killed midway keeps the comparisons it finished.
@@ -38,6 +39,12 @@ run() {
     --out "$OUT/$name.json" "$@" 2> >(grep -v "^ours vs" >&2) || echo "!! $name failed or timed out (rc $?)"
 }
 
+if [[ -z "${NO_COMPILE:-}" ]]; then  # GPU correctness first: tests/test_cuda.py (compiled bf16 step as one graph, ...)
+  left=$(( DEADLINE - ($(date +%s) - START) - 15 ))
+  echo "== tests/test_cuda.py (limit 100s)"
+  timeout --signal=INT --kill-after=5 $(( left < 100 ? left : 100 )) "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 \
+    | tail -n 15 || echo "!! CUDA tests failed or timed out"
+fi
 run eager_b$B                 60 --batch $B
 run compile_visualbert_b$B   150 --batch $B --compile ours --compare visualbert   # ours compiled vs HF eager
 run compile_ours_b$BIG       120 --batch $BIG --no-peers --compile --compare visualbert   # MFU target

@@ -66,6 +66,14 @@ def test_workers_give_the_same_stream(stores):
     assert all(same(x, y) for x, y in zip(a, b))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked memory needs a CUDA device")
+def test_pinned_batches_for_a_gpu(stores):
+    """pin_memory (the trainer sets it on CUDA): the same stream, in page-locked memory."""
+    a = take(build_train_loader(stores, 4, seed=2), 2)
+    b = take(build_train_loader(stores, 4, seed=2, pin_memory=True), 2)
+    assert all(same(x, y) for x, y in zip(a, b)) and all(v.is_pinned() for v in b[0].values())
+
+
 def test_mixture_sampling_and_counts(stores):
     sizes = [len(s) for s in stores]  # coco 200 pairs, vg ~100
     np.testing.assert_allclose(mixture_probs(sizes, "instance", None), np.array(sizes) / sum(sizes))

@@ -83,8 +83,8 @@ class TrainLoader:
     """Infinite iterator of micro-batches. ``batch_index`` is the next batch to yield (save it to resume),
     ``counts[d]`` the samples drawn from dataset ``d`` so far (``names[d]`` is its path)."""
 
-    def __init__(self, dataset: _Batches, start_batch: int, num_workers: int, names: list[str]):
-        self.dataset, self.num_workers, self.names = dataset, num_workers, names
+    def __init__(self, dataset: _Batches, start_batch: int, num_workers: int, names: list[str], pin_memory: bool = False):
+        self.dataset, self.num_workers, self.names, self.pin_memory = dataset, num_workers, names, pin_memory
         self.batch_index = start_batch
         self.counts = [0] * len(names)
         self._it = None
@@ -102,6 +102,7 @@ class TrainLoader:
                 sampler=itertools.count(self.batch_index),
                 num_workers=self.num_workers,
                 persistent_workers=self.num_workers > 0,
+                pin_memory=self.pin_memory,  # page-locked batches: the copy to the GPU overlaps the step
             )
             self._it = iter(loader)
         batch = next(self._it)
@@ -125,10 +126,12 @@ def build_train_loader(
     num_workers: int = 0,
     with_pixels: bool = False,
     vocab_path: str | Path | None = None,
+    pin_memory: bool = False,
 ) -> TrainLoader:
     """Pretraining micro-batches (the batch contract + ``text_word_ids``, ``img_cls`` when every store has
     classes, ``pixels`` when ``with_pixels``, and ``image_index``, ``caption_index``, ``dataset_index``) from
-    one store or a mixture. See the module docstring for the determinism guarantees."""
+    one store or a mixture. See the module docstring for the determinism guarantees. ``pin_memory``: batches in
+    page-locked memory (for a CUDA device: ``.to(device, non_blocking=True)`` then overlaps the step)."""
     if isinstance(stores, (Store, str, Path)):
         stores = [stores]
     stores = [s if isinstance(s, Store) else open_store(s) for s in stores]
@@ -150,4 +153,4 @@ def build_train_loader(
     get_tokenizer(vocab_path)  # fail early on a bad vocabulary
     probs = mixture_probs([len(s) for s in stores], sampling, weights)
     dataset = _Batches(stores, probs, seed, batch_size, rank, world_size, max_text_len, max_regions, with_pixels, vocab_path)
-    return TrainLoader(dataset, start_batch, num_workers, [str(s.path) for s in stores])
+    return TrainLoader(dataset, start_batch, num_workers, [str(s.path) for s in stores], pin_memory)

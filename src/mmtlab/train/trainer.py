@@ -283,7 +283,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
         stores, batch_size=micro, seed=t.seed, sampling=cfg.data.sampling, weights=cfg.data.weights,
         rank=d.rank, world_size=d.world, start_batch=step * accum, max_text_len=cfg.data.max_text_len,
         max_regions=cfg.data.max_regions, num_workers=cfg.data.num_workers,
-        with_pixels=cfg.model.image_input == "pixels",
+        with_pixels=cfg.model.image_input == "pixels", pin_memory=device.type == "cuda",
     )  # fmt: skip
     held_out = HeldOut(cfg, val_store, micro, device) if val_store is not None and t.val_pairs and d.main else None
     logger = Logger(out, step, d.main)
