@@ -83,3 +83,18 @@ def test_progress_bars_are_quiet_in_log_files(capsys):
     assert bar.mininterval == 30.0
     bar.close()
     assert progress_bar(total=5, mininterval=1.0).mininterval == 1.0
+
+
+def test_documented_torchrun_commands_reach_mmtlab():
+    """torchrun's parser takes abbreviations, so `--run` alone reads as its --run-path: the documented form puts
+    `--` before the mmtlab command, and torchrun hands every argument after it to mmtlab unchanged."""
+    from torch.distributed.run import config_from_args, get_args_parser
+
+    ours = ["eval", "retrieval", "--run", "RUN", "--data", "DIR", "--out", "r.json"]
+    args = get_args_parser().parse_args(["--nproc_per_node", "2", "-m", "mmtlab.cli", "--", *ours])
+    _, _, cmd_args = config_from_args(args)
+    assert cmd_args[-len(ours) - 2 :] == ["-m", "mmtlab.cli", *ours]
+    with pytest.raises(SystemExit):  # without `--`: "ambiguous option: --run could match --run-path, --run_path"
+        get_args_parser().parse_args(["--nproc_per_node", "2", "-m", "mmtlab.cli", *ours])
+    readme = README.read_text() + (README.parent / "docs" / "evaluation.md").read_text()
+    assert "-m mmtlab.cli -- eval retrieval --run" in readme and "-m mmtlab.cli -- train" in readme

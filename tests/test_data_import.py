@@ -166,3 +166,18 @@ def test_missing_files_and_wrong_width_name_the_file(tmp_path):
 def test_keys_that_do_not_match(tmp_path):
     with pytest.raises(DataError, match=r"no image of .*cc.tsv has features in .*feats.tsv: caption keys look like \['0', '1', '2'\], feature keys like \['391895'"):
         import_dataset("cc", FIX / "cc.tsv", FIX / "feats.tsv", tmp_path / "s", max_bad_fraction=0.5)
+
+
+def test_npz_from_bottom_up_attention_pytorch(tmp_path):
+    """extract_features.py of bottom-up-attention.pytorch saves x, bbox, num_bbox, image_h, image_w and a pickled
+    `info` dict: read without unpickling anything, boxes normalised by the image size."""
+    d = tmp_path / "npz"
+    d.mkdir()
+    feats = np.random.default_rng(0).random((4, 8), dtype=np.float32)
+    bbox = np.array([[0, 0, 50, 40], [10, 10, 100, 80], [0, 20, 30, 60], [5, 5, 200, 100]], dtype=np.float32)
+    info = {"objects_id": np.arange(4), "objects_conf": np.ones(4)}
+    np.savez_compressed(d / "391895.npz", x=feats, bbox=bbox, num_bbox=4, image_h=100, image_w=200, info=info)
+    bad = BadRecords(d)
+    (r,) = FEATURE_READERS["npz"](d, bad, FeatureWidth(d, None))
+    assert not bad.bad and r.key == "391895" and r.feats.shape == (4, 8)
+    np.testing.assert_allclose(r.boxes[1], [10 / 200, 10 / 100, 100 / 200, 80 / 100], rtol=1e-6)

@@ -188,6 +188,16 @@ def test_unmasked_mixing_reaches_every_token():
     assert ((t0 - t1).abs().amax(-1) > 1e-5).all()
 
 
+def test_any_float_dtype_of_image_inputs():
+    """img_feats / img_boxes in fp64 (numpy) or fp16 (the store's type) give the fp32 result (fp16 rounded)."""
+    model, batch = tiny(), make_batch()
+    want = model(batch)["itm_logits"]
+    as64 = {**batch, "img_feats": batch["img_feats"].double(), "img_boxes": batch["img_boxes"].double()}
+    torch.testing.assert_close(model(as64)["itm_logits"], want)
+    as16 = {**batch, "img_feats": batch["img_feats"].half(), "img_boxes": batch["img_boxes"].half()}
+    torch.testing.assert_close(model(as16)["itm_logits"], want, rtol=1e-2, atol=1e-2)
+
+
 @pytest.mark.parametrize("code", list(BLOCKS))
 def test_padding_never_changes_real_tokens(code):
     model = tiny(schedule=code + code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 
 import pytest
@@ -197,3 +198,21 @@ def test_demo_quick_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
     # a second run finds every cell finished and only regenerates the report
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     assert capsys.readouterr().out.count("done, skipped") == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch.distributed.run") is None, reason="no torch.distributed.run")
+def test_study_trains_cells_under_torchrun(tmp_path):
+    """`mmtlab study --torchrun 2`: each cell trains as a 2-process torchrun job, then is evaluated."""
+    from mmtlab.study.runner import run_study
+
+    grid = parse_grid({
+        "scale": "tiny", "data": ["coco"], "attention": ["merged"], "loss": ["itm"],
+        "datasets": {"coco": {"style": "coco", "n": 20}, "test": {"style": "flickr", "n": 6}}, "eval": {"data": "test"},
+        "seeds": [0], "overrides": {"model.width": 32, "model.heads": 2, "model.ffn": 64, "train.steps": 2,
+                                    "train.batch_size": 4},
+    })  # fmt: skip
+    records = run_study(grid, tmp_path / "s", torchrun=2, progress=False, log=lambda s: None)
+    (rec,) = records.values()
+    assert rec["results"]["n_images"] == 6
+    meta = json.loads((tmp_path / "s" / "cells" / rec["key"] / "run" / "checkpoint" / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["step"] == 2

@@ -212,8 +212,9 @@ def test_cli_train_resume_rules(store, tmp_path, capsys):
     assert code == 0 and load_state(Path(run) / "checkpoint")["step"] == 3
 
 
-def test_cli_mixture_as_a_list_of_stores(store, tmp_path, capsys):
-    """`--data A B key=value` and `--data A --data B` are the same mixture; the overrides after the list apply."""
+def test_cli_mixture_as_a_list_of_stores_and_override_groups(store, tmp_path, capsys):
+    """`--data A B key=value` and `--data A --data B` are the same mixture; the overrides after the list apply;
+    key=value overrides may come in several groups between options."""
     other = make_store(tmp_path / "other", n=20, seed=2)
     for name, data in [("list", ["--data", store, other]), ("repeated", ["--data", store, "--data", other])]:
         run = tmp_path / name
@@ -223,6 +224,16 @@ def test_cli_mixture_as_a_list_of_stores(store, tmp_path, capsys):
         cfg = load_run(run)[1]
         assert cfg.data_dirs == [str(Path(store).resolve()), str(Path(other).resolve())] and cfg.data.sampling == "dataset"
         assert cfg.train.steps == 1
+    # overrides in two groups around other options
+    run = tmp_path / "groups"
+    code, err = run_cli("train", "train.steps=1", "--scale", "tiny", "--data", store, "train.batch_size=4", *TINY_ARGS,
+                        "--out", str(run), "train.lr=2e-4", capsys=capsys)
+    assert code == 0, err
+    cfg = load_run(run)[1]
+    assert (cfg.train.steps, cfg.train.batch_size, cfg.train.lr, cfg.model.width) == (1, 4, 2e-4, 32)
+    with pytest.raises(SystemExit):  # an unknown option is still an error
+        run_cli("train", "--scale", "tiny", "--data", store, "--bogus", "--out", str(tmp_path / "x"), capsys=capsys)
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
 def test_hold_out_slice(store):

@@ -134,7 +134,7 @@ def _from_arrays(where: str, key, d, bad: BadRecords, width: FeatureWidth) -> Re
 def _npz(where: str, key, data: bytes | Path, bad: BadRecords, width: FeatureWidth) -> Regions | None:
     try:
         with np.load(io.BytesIO(data) if isinstance(data, bytes) else data, allow_pickle=False) as d:
-            return _from_arrays(where, key, {k: d[k] for k in d.files}, bad, width)
+            return _from_arrays(where, key, d, bad, width)  # loads only the arrays it reads (not e.g. an object `info`)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         bad.skip(where, f"unreadable .npz ({e})")
         return None
@@ -142,7 +142,8 @@ def _npz(where: str, key, data: bytes | Path, bad: BadRecords, width: FeatureWid
 
 def read_npz_dir(path: Path, bad: BadRecords, width: FeatureWidth) -> Iterator[Regions]:
     """A directory of ``KEY.npz`` files with ``features`` (R, F), ``boxes`` (R, 4) and optionally ``image_w``,
-    ``image_h`` (boxes in pixels; otherwise normalised) and ``cls_prob`` (R, C)."""
+    ``image_h`` (boxes in pixels; otherwise normalised) and ``cls_prob`` (R, C); bottom-up-attention.pytorch's
+    names ``x`` / ``bbox`` too (its pickled ``info`` dict is not read)."""
     files = sorted(path.glob("*.npz"))
     if not files:
         raise DataError(f"{path}: no .npz files in this directory")

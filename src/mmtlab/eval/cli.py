@@ -10,7 +10,8 @@ EVAL_EXAMPLE = """examples:
   mmtlab eval retrieval --run runs/merged --data data/flickr --out runs/merged/flickr.json
   mmtlab eval retrieval --run runs/merged --data data/flickr --scorer rerank --k 128 --shortlist runs/baseline --out r.json
   mmtlab eval retrieval --run runs/baseline --data data/flickr --scorer dual --out b.json
-  torchrun --nproc_per_node 8 -m mmtlab.cli eval retrieval ...     # captions split over the GPUs
+  torchrun --nproc_per_node 8 -m mmtlab.cli -- eval retrieval --run ...   # captions split over the GPUs
+  (the `--` keeps torchrun from reading --run as its own --run-path)
 
 The protocol of the paper is the default: the pretrained checkpoint, no fine-tuning, every pair ranked by the
 ITM match probability (scorer exhaustive; a dual-encoder run such as preset baseline is scored by cosine

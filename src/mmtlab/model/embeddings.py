@@ -47,6 +47,8 @@ class RegionEmbedding(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, img_feats: torch.Tensor, img_boxes: torch.Tensor) -> torch.Tensor:
+        dtype = self.feat.weight.dtype  # any float input (fp16 from the store, fp64 from numpy) in the weights' type
+        img_feats, img_boxes = img_feats.to(dtype), img_boxes.to(dtype)
         zeroed = (img_feats == 0).all(-1, keepdim=True)  # (B, R, 1) masked (or padding) regions
         feat = torch.where(zeroed, self.mask.to(img_feats.dtype), self.feat_norm(self.feat(img_feats)))  # (B, R, D)
         return self.drop(feat + self.box_norm(self.box(img_boxes)))
@@ -86,6 +88,6 @@ class PatchEmbedding(nn.Module):
         return torch.cat([glob, cells])[None].expand(batch_size, -1, -1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.proj(pixels).flatten(2).transpose(1, 2)  # (B, G*G, D)
+        x = self.proj(pixels.to(self.proj.weight.dtype)).flatten(2).transpose(1, 2)  # (B, G*G, D)
         x = torch.cat([self.global_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+G*G, D)
         return self.drop(self.norm(x + self.position))

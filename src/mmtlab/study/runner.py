@@ -87,7 +87,7 @@ def _train_cell(grid: Grid, cell: Cell, data_dirs: list[Path], run_dir: Path, to
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)
     if torchrun > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={torchrun}", "-m", "mmtlab.cli", "train"]
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={torchrun}", "-m", "mmtlab.cli", "--", "train"]
         if resume:
             cmd += ["--resume", str(run_dir)]
         else:

@@ -10,7 +10,7 @@ EXAMPLE = """examples:
   mmtlab train --preset merged --loss itm+mlm+mrm --data data/coco --scale tiny --out runs/merged
   mmtlab train --preset merged --data data/coco data/cc data.sampling=dataset train.steps=2000 --out runs/mix
   mmtlab train --resume runs/merged train.steps=4000          # continue (or extend) a run
-  torchrun --nproc_per_node 2 -m mmtlab.cli train ...          # DistributedDataParallel, same command"""
+  torchrun --nproc_per_node 2 -m mmtlab.cli -- train ...       # DistributedDataParallel, same command"""
 
 
 def register(subparsers) -> None:
