@@ -216,3 +216,22 @@ def test_study_trains_cells_under_torchrun(tmp_path):
     assert rec["results"]["n_images"] == 6
     meta = json.loads((tmp_path / "s" / "cells" / rec["key"] / "run" / "checkpoint" / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["step"] == 2
+
+
+def test_cells_without_a_trained_itm_head_are_scored_by_embeddings(tmp_path):
+    """A grid's exhaustive evaluation of a cell that trained no ITM head (the contrastive baseline, or a
+    cross-encoder with itc only) scores it as `mmtlab eval retrieval` would by default: dual."""
+    from mmtlab.data import synthesize
+    from mmtlab.study.runner import _evaluate_cell
+
+    from test_eval_retrieval import FEAT, make_run
+
+    test = synthesize(tmp_path / "test", style="flickr", n=6, seed=0, feat_dim=FEAT)
+    grid = parse_grid(_grid())
+    for name, preset, loss, overrides, scorer in [
+        ("base", "baseline", None, {}, "dual"),
+        ("itc", "merged", "itm", {"loss.weights.itm": "0", "loss.weights.itc": "1"}, "dual"),
+        ("itm", "merged", "itm", {}, "exhaustive"),
+    ]:
+        run = make_run(tmp_path / name, preset, loss, **overrides)
+        assert _evaluate_cell(grid, run, test, tmp_path / f"{name}.work", progress=False)["scorer"] == scorer, name

@@ -104,14 +104,13 @@ def _train_cell(grid: Grid, cell: Cell, data_dirs: list[Path], run_dir: Path, to
 def _evaluate_cell(grid: Grid, run_dir: Path, eval_dir: Path, work_dir: Path, progress: bool) -> dict:
     from ..data import open_store
     from ..eval import evaluate_retrieval
-    from ..eval.retrieval import itm_trained
+    from ..eval.retrieval import default_scorer, itm_trained
     from ..train import load_run
 
     model, cfg = load_run(run_dir)
     store = open_store(eval_dir).split(grid.eval["split"])
-    scorer = grid.eval["scorer"]
-    if scorer != "dual" and cfg.model.is_dual and not itm_trained(cfg):
-        scorer = "dual"  # a dual encoder trained contrastively is scored by embedding similarity
+    # a cell that never trained its ITM head (the contrastive baseline) is scored as `mmtlab eval` would score it
+    scorer = grid.eval["scorer"] if itm_trained(cfg) else default_scorer(cfg)
     return evaluate_retrieval(
         model, store, scorer=scorer, k=int(grid.eval.get("k", 128)), max_text_len=cfg.data.max_text_len,
         max_regions=cfg.data.max_regions, work_dir=work_dir, progress=progress,
