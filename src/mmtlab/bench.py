@@ -37,12 +37,10 @@ Scales: ``base`` is the issue's shape (width 768, 12 heads, FFN 3072, 40 word pi
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import statistics
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -124,12 +122,6 @@ def _n(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _autocast(device, bf16: bool):
-    import torch
-
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-
-
 def _train_step(loss_fn: Callable, optimizer) -> Callable[[], None]:
     """One training step, with no host synchronisation."""
 
@@ -146,6 +138,7 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: 
           ablate: tuple, bf16: bool) -> Contender:
     import torch
 
+    from .eval.scorers import autocast
     from .model import build_model, compile_fn
     from .train.losses import itm_loss, mlm_loss
 
@@ -161,7 +154,7 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: 
     itm_labels = inputs["itm_labels"]
 
     def loss_fn() -> torch.Tensor:
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             out = model({**batch, "mlm_mask": mlm_mask}, full_states="last-rows" in ablate)
             return mlm_loss(out["mlm_logits"], mlm_labels) + itm_loss(out, itm_labels)
 
@@ -174,7 +167,7 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: 
     }
 
     def score_fn() -> torch.Tensor:
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             if "cache" in ablate:
                 return model(pair_batch)["itm_logits"]
             t = model.encode_text(pool["text_ids"][:n_cap], pool["text_mask"][:n_cap])  # (n_cap, T, D)
@@ -210,6 +203,7 @@ def _ours_flops(model, shape: dict, n_mlm: int) -> float:
 def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compile: bool, bf16: bool) -> Contender:
     import torch
 
+    from .eval.scorers import autocast
     from .model import compile_fn
 
     try:
@@ -254,7 +248,7 @@ def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compil
     boxes = inputs["img_boxes"]
 
     def loss_fn() -> torch.Tensor:
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             return forward(ids, tmask, feats, boxes, vmask, labels, inputs["itm_labels"])
 
     cap, img = score_pairs(score_inputs["text_ids"].shape[0], device)
@@ -263,7 +257,7 @@ def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compil
     pairs = tuple(x[i] for x, i in zip(pool, (cap, cap, img, img, img)))  # pre-gathered, outside the timing
 
     def score_fn() -> torch.Tensor:
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             return forward(*pairs)
 
     if compile:
@@ -547,14 +541,13 @@ def _csv(value: str) -> tuple[str, ...]:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import sys
 
+    from .config import write_json
+
     out = Path(args.out) if args.out else None
 
     def write(results: dict) -> None:
         if out:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(out.name + ".tmp")
-            tmp.write_text(json.dumps(results, indent=2) + "\n")
-            tmp.replace(out)
+            write_json(results, out)
 
     results = run_bench(
         scale=args.scale, device=args.device, batch=args.batch, score_batch=args.score_batch,

@@ -267,6 +267,17 @@ def load_yaml(path: str | Path) -> Any:
         return yaml.safe_load(f)
 
 
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write ``obj`` as indented JSON, atomically (the parent directory is created)."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    tmp.replace(path)
+
+
 def save_yaml(obj: Any, path: str | Path) -> None:
     """Write a dataclass (or dict) as YAML, atomically."""
     path = Path(path)

@@ -7,13 +7,13 @@ can honestly use a scorer (an ITM head that was trained, embeddings that were tr
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..config import write_json
 from ..model.compile import compile_fn
 from .metrics import EvalError, retrieval_metrics
 from .scorers import (
@@ -310,14 +310,6 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
     return result
 
 
-def write_json(obj: dict, path: Path) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    tmp.replace(path)
-
-
 def results_table(result: dict) -> str:
     """The results as a small plain-text table (what ``mmtlab eval retrieval`` prints)."""
     cols = ("R@1", "R@5", "R@10", "median_rank", "mean_rank")
@@ -332,5 +324,5 @@ def results_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SCORERS", "evaluate_retrieval", "evaluate_run", "check_scorer", "itm_trained", "embedding_trained",
-           "results_table", "write_json"]
+__all__ = ["SCORERS", "evaluate_retrieval", "evaluate_run", "check_scorer", "default_scorer", "itm_trained",
+           "embedding_trained", "results_table"]

@@ -36,10 +36,10 @@ ImageBatches = Callable[[], Iterable[tuple[torch.Tensor, dict]]]
 Progress = Callable[[int], None]
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, bf16: bool | None = None) -> contextlib.AbstractContextManager:
+    """bf16 autocast when ``bf16`` (default: on CUDA), full precision otherwise."""
+    if device.type == "cuda" if bf16 is None else bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

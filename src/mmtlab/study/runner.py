@@ -27,13 +27,8 @@ from typing import Any, Callable
 
 import yaml
 
+from ..config import write_json
 from .grid import Cell, Grid
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
 
 
 def dataset_dir(root: Path, name: str) -> Path:
@@ -137,7 +132,7 @@ def run_cell(grid: Grid, cell: Cell, root: Path, paths: dict[str, Path], torchru
         "train_samples_per_s": _throughput(run_dir),
         "run": str(run_dir),
     }
-    _write_json(cdir / "record.json", record)
+    write_json(record, cdir / "record.json")
     shutil.rmtree(cdir / "scores", ignore_errors=True)
     return record
 
