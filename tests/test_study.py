@@ -195,6 +195,9 @@ def test_demo_quick_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
         assert res["protocol"] == "zero-shot" and res["n_images"] == 30 and res["n_captions"] == 150
         assert 0.0 <= res["text_to_image"]["R@1"] <= res["text_to_image"]["R@5"] <= res["text_to_image"]["R@10"] <= 100.0
         assert (path.parent / "run" / "model.safetensors").exists() and (path.parent / "run" / "config.yaml").exists()
+        # the cell's evaluation is also a results file as `mmtlab eval retrieval --out` writes it (score chunks gone)
+        assert json.loads((path.parent / "results.json").read_text()) == res and res["run"] == str(path.parent / "run")
+        assert not (path.parent / "results.json.scores").exists()
     # a second run finds every cell finished and only regenerates the report
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     assert capsys.readouterr().out.count("done, skipped") == 2

@@ -138,7 +138,7 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: 
           ablate: tuple, bf16: bool) -> Contender:
     import torch
 
-    from .eval.scorers import autocast
+    from .device import autocast
     from .model import build_model, compile_fn
     from .train.losses import itm_loss, mlm_loss
 
@@ -203,7 +203,7 @@ def _ours_flops(model, shape: dict, n_mlm: int) -> float:
 def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compile: bool, bf16: bool) -> Contender:
     import torch
 
-    from .eval.scorers import autocast
+    from .device import autocast
     from .model import compile_fn
 
     try:

@@ -97,9 +97,9 @@ def finetune_retrieval(run: str | Path | None, data: str | Path | None, out: str
     :data:`FINETUNE_DEFAULTS` and take ``overrides`` (``{"train.steps": "300", ...}``). ``resume`` continues an
     interrupted fine-tuning run in ``out``.
     """
-    from ..config import ConfigError, apply_overrides, load_yaml
+    from ..config import ConfigError, apply_overrides
     from ..data.store import open_store
-    from ..train.config import check_run_config, run_config_from_dict
+    from ..train.config import check_run_config, load_run_config
     from ..train.trainer import train
 
     out = Path(out)
@@ -107,7 +107,7 @@ def finetune_retrieval(run: str | Path | None, data: str | Path | None, out: str
         info = finetune_info(out)
         if info is None or not (out / "config.yaml").is_file():
             raise ConfigError(f"--resume {out}: not a fine-tuning run (no {FINETUNE_FILE} / config.yaml)")
-        cfg = apply_overrides(run_config_from_dict(load_yaml(out / "config.yaml")), overrides or {})
+        cfg = apply_overrides(load_run_config(out), overrides or {})
         return train(cfg, out, resume=True, loss_fn=HardNegativeITMLoss())
 
     run, data = Path(run), Path(data)
@@ -121,7 +121,7 @@ def finetune_retrieval(run: str | Path | None, data: str | Path | None, out: str
             f"{data} holds splits {', '.join(names)}; the trainer reads a whole store, so fine-tune on a store that "
             f"holds only the {split!r} split (e.g. `mmtlab data synth --style flickr --split {split} --out DIR`)"
         )
-    base = run_config_from_dict(load_yaml(run / "config.yaml"))
+    base = load_run_config(run)
     cfg = dataclasses.replace(
         base, data_dirs=[str(data)], val_dir=None, model=dataclasses.replace(base.model, text_init=None)
     )

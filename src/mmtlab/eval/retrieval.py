@@ -262,7 +262,8 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
     Returns the results.
     """
     from ..data.store import open_store
-    from ..train.trainer import init_distributed, load_run, pick_device
+    from ..device import init_distributed, pick_device
+    from ..train.trainer import load_run
     from .finetune import finetune_info
 
     run = Path(run)

@@ -17,7 +17,6 @@ to a store.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from ..device import autocast
 from ..train.losses import match_score
 from .metrics import EvalError
 
@@ -34,13 +34,6 @@ TextBatches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tens
 # (image indices (B,), image batch dict of the batch contract)
 ImageBatches = Callable[[], Iterable[tuple[torch.Tensor, dict]]]
 Progress = Callable[[int], None]
-
-
-def autocast(device: torch.device, bf16: bool | None = None) -> contextlib.AbstractContextManager:
-    """bf16 autocast when ``bf16`` (default: on CUDA), full precision otherwise."""
-    if device.type == "cuda" if bf16 is None else bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -338,5 +331,5 @@ def rerank_scores(model, texts: Encoded, images: Encoded, sim: torch.Tensor, k: 
 
 __all__ = [
     "Encoded", "encode_texts", "encode_images", "embeddings", "dual_scores", "score_pairs", "exhaustive_scores",
-    "rank_chunks", "ChunkDir", "shortlists", "rerank_scores", "Reranked", "autocast", "length_order",
+    "rank_chunks", "ChunkDir", "shortlists", "rerank_scores", "Reranked", "length_order",
 ]

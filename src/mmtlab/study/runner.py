@@ -5,6 +5,7 @@ Layout of a study directory::
     DIR/grid.yaml                    the grid as run (its resolved form)
     DIR/data/<dataset>/              generated synthetic-world stores
     DIR/cells/<cell>/run/            the training run (resumable)
+    DIR/cells/<cell>/results.json    its evaluation (as `mmtlab eval retrieval --out` writes it)
     DIR/cells/<cell>/record.json     written last: the cell is finished
     DIR/results.csv, results.md, *.png   (mmtlab study report DIR)
 
@@ -96,20 +97,15 @@ def _train_cell(grid: Grid, cell: Cell, data_dirs: list[Path], run_dir: Path, to
     train(cfg, run_dir, resume=resume)
 
 
-def _evaluate_cell(grid: Grid, run_dir: Path, eval_dir: Path, work_dir: Path, progress: bool) -> dict:
-    from ..data import open_store
-    from ..eval import evaluate_retrieval
-    from ..eval.retrieval import default_scorer, itm_trained
-    from ..train import load_run
+def _evaluate_cell(grid: Grid, run_dir: Path, eval_dir: Path, out: Path, progress: bool) -> dict:
+    """``mmtlab eval retrieval`` of the cell's run, its results file at ``out``; scored with the grid's scorer,
+    except a cell that never trained its ITM head (the contrastive baseline): ``mmtlab eval``'s default."""
+    from ..eval.retrieval import evaluate_run, itm_trained
+    from ..train.config import load_run_config
 
-    model, cfg = load_run(run_dir)
-    store = open_store(eval_dir).split(grid.eval["split"])
-    # a cell that never trained its ITM head (the contrastive baseline) is scored as `mmtlab eval` would score it
-    scorer = grid.eval["scorer"] if itm_trained(cfg) else default_scorer(cfg)
-    return evaluate_retrieval(
-        model, store, scorer=scorer, k=int(grid.eval.get("k", 128)), max_text_len=cfg.data.max_text_len,
-        max_regions=cfg.data.max_regions, work_dir=work_dir, progress=progress,
-    )  # fmt: skip
+    scorer = grid.eval["scorer"] if itm_trained(load_run_config(run_dir)) else None
+    return evaluate_run(run_dir, eval_dir, out=out, split=grid.eval["split"], scorer=scorer,
+                        k=int(grid.eval.get("k", 128)), progress=progress)  # fmt: skip
 
 
 def run_cell(grid: Grid, cell: Cell, root: Path, paths: dict[str, Path], torchrun: int = 0, progress: bool = True) -> dict:
@@ -122,7 +118,7 @@ def run_cell(grid: Grid, cell: Cell, root: Path, paths: dict[str, Path], torchru
     if not (run_dir / "model.safetensors").exists():  # the trainer writes it when the run is complete
         _train_cell(grid, cell, data_dirs, run_dir, torchrun, progress)
     t1 = time.perf_counter()
-    results = _evaluate_cell(grid, run_dir, paths[grid.eval["data"]], cdir / "scores", progress)
+    results = _evaluate_cell(grid, run_dir, paths[grid.eval["data"]], cdir / "results.json", progress)
     record = {
         **dataclasses.asdict(cell),
         "key": cell.key,
@@ -133,7 +129,7 @@ def run_cell(grid: Grid, cell: Cell, root: Path, paths: dict[str, Path], torchru
         "run": str(run_dir),
     }
     write_json(record, cdir / "record.json")
-    shutil.rmtree(cdir / "scores", ignore_errors=True)
+    shutil.rmtree(cdir / "results.json.scores", ignore_errors=True)  # the resumable score chunks
     return record
 
 

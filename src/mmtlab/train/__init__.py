@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .config import LOSS_TERMS, LossConfig, RunConfig, TrainConfig, loss_config, make_run_config
+from .config import LOSS_TERMS, LossConfig, RunConfig, TrainConfig, load_run_config, loss_config, make_run_config
 
 _LAZY = {
     "train": "trainer", "load_run": "trainer", "TrainingError": "trainer", "Objective": "trainer",
@@ -28,4 +28,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["LOSS_TERMS", "LossConfig", "RunConfig", "TrainConfig", "loss_config", "make_run_config", *_LAZY]
+__all__ = ["LOSS_TERMS", "LossConfig", "RunConfig", "TrainConfig", "load_run_config", "loss_config", "make_run_config", *_LAZY]

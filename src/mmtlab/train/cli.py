@@ -32,8 +32,8 @@ def register(subparsers) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..config import ConfigError, load_yaml, parse_overrides
-    from .config import make_run_config
+    from ..config import ConfigError, parse_overrides
+    from .config import load_run_config, make_run_config
 
     # `--data A B key=value`: argparse hands the overrides after a list of stores to --data
     moved = [d for d in args.data if "=" in d and not Path(d).exists()]
@@ -43,9 +43,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run = Path(args.resume)
         if args.out and Path(args.out) != run:
             raise ConfigError(f"--resume {run} continues that run in place; drop --out {args.out}")
-        if not (run / "config.yaml").is_file():
-            raise ConfigError(f"--resume {run}: not a run directory (no config.yaml); give a directory written by `mmtlab train`")
-        saved = load_yaml(run / "config.yaml")
+        saved = load_run_config(run)
         given = {"--preset": args.preset, "--loss": args.loss, "--scale": args.scale, "--val": args.val}
         given = {k: v for k, v in given.items() if v is not None}
         if args.data or given:
@@ -70,11 +68,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resumed_config(saved: dict, overrides: dict):
+def _resumed_config(saved, overrides: dict):
     """The saved run config with the (resume-safe) overrides applied; the trainer checks which may change."""
     from ..config import apply_overrides
-    from .config import check_run_config, run_config_from_dict
+    from .config import check_run_config
 
-    cfg = apply_overrides(run_config_from_dict(saved), overrides)
+    cfg = apply_overrides(saved, overrides)
     check_run_config(cfg)
     return cfg

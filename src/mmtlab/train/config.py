@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import ConfigError, ModelConfig, apply_overrides, from_dict
+from ..config import ConfigError, ModelConfig, apply_overrides, from_dict, load_yaml
 from ..data.config import DataConfig
 from ..presets import SCALES, loss_set, model_config, preset_info
 
@@ -258,6 +258,14 @@ def check_run_config(cfg: RunConfig) -> None:
 def run_config_from_dict(values: Mapping[str, Any]) -> RunConfig:
     """Read back a saved ``config.yaml``."""
     return from_dict(RunConfig, values)
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config (``config.yaml``) of the run directory ``run_dir``, written by ``mmtlab train``."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml); give a directory written by `mmtlab train`")
+    return run_config_from_dict(load_yaml(path))
 
 
 def config_differences(old: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:

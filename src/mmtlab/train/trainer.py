@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,12 +25,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import ConfigError, load_yaml, save_yaml
+from ..config import ConfigError, save_yaml
 from ..data.store import Store, open_store
 from ..data.loader import build_train_loader
+from ..device import Dist, autocast, init_distributed, pick_device
 from ..model import build_from_config, compile_fn
 from .checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint, save_weights
-from .config import RESUMABLE_CHANGES, RunConfig, TrainConfig, config_differences, run_config_from_dict
+from .config import RESUMABLE_CHANGES, RunConfig, TrainConfig, config_differences, load_run_config
 from .losses import PretrainingLoss
 from .masking import itm_negatives
 from .optim import build_optimizer, build_scheduler
@@ -54,38 +54,6 @@ class Objective(nn.Module):
 
     def forward(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.loss_fn(self.model, batch, step)
-
-
-@dataclasses.dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owned: bool = False  # this module initialised the process group (and tears it down)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_kind: str) -> Dist:
-    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1`` (gloo on CPU, NCCL on GPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    owned = not dist.is_initialized()
-    if owned:
-        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
-
-
-def pick_device(choice: str, local_rank: int) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def use_bf16(device: torch.device, t: TrainConfig) -> bool:
@@ -165,7 +133,7 @@ class HeldOut:
         correct = total = 0
         for batch, labels in self.batches:
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            with autocast(self.device, self.amp):
                 pred = model(batch, full_states=False)["itm_logits"].argmax(-1).cpu()
             correct += int((pred == labels).sum())
             total += len(labels)
@@ -211,7 +179,7 @@ def prepare_run_dir(cfg: RunConfig, out: Path, resume: bool) -> Path | None:
     ckpt = latest_checkpoint(out)
     if ckpt is None or not (out / "config.yaml").is_file():
         raise ConfigError(f"{out}: no checkpoint to resume from; give a run directory written by `mmtlab train`")
-    saved = run_config_from_dict(load_yaml(out / "config.yaml"))
+    saved = load_run_config(out)
     for key, old, new in config_differences(saved, cfg):
         if key not in RESUMABLE_CHANGES:
             raise ConfigError(
@@ -300,7 +268,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
                 seed_micro_batch(t.seed, (step * accum + a) * d.world + d.rank)
                 sync = runner.no_sync() if d.world > 1 and a < accum - 1 else contextlib.nullcontext()
                 with sync:
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    with autocast(device, amp):
                         loss, parts = runner(batch, step)
                     (loss / accum).backward()
                 total += loss.detach().float() / accum
@@ -380,9 +348,7 @@ def _checkpoint(out: Path, model, optimizer, scheduler, step: int, batch_size: i
 def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
     """The finished model of a run directory, in eval mode, and its :class:`RunConfig`."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml); give a directory written by `mmtlab train`")
-    cfg = run_config_from_dict(load_yaml(run_dir / "config.yaml"))
+    cfg = load_run_config(run_dir)
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
         raise ConfigError(f"{run_dir}: no model.safetensors, the run has not finished; continue it with `mmtlab train --resume {run_dir}`")
