@@ -1,6 +1,7 @@
 """Readers of the real formats (fixtures in tests/fixtures/data, made by make_fixtures.py) and `data import`."""
 
 import base64
+import io
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,8 @@ def test_missing_files_and_wrong_width_name_the_file(tmp_path):
         import_dataset("karpathy", FIX / "karpathy.json", tmp_path / "mixed.tsv", tmp_path / "s", max_bad_fraction=0.5)
     with pytest.raises(ConfigError, match="valid formats: karpathy, coco"):
         import_dataset("flickr", FIX / "karpathy.json", FIX / "feats.tsv", tmp_path / "s")
+    with pytest.raises(ConfigError, match=r"--max-bad-fraction 1.5: must be in \[0, 1\]"):
+        import_dataset("karpathy", FIX / "karpathy.json", FIX / "feats.tsv", tmp_path / "s", max_bad_fraction=1.5)
     with pytest.raises(ConfigError, match="--features is required"):
         import_dataset("karpathy", FIX / "karpathy.json", None, tmp_path / "s")
     (tmp_path / "broken.tar").write_bytes(b"garbage" * 100)
@@ -181,3 +184,30 @@ def test_npz_from_bottom_up_attention_pytorch(tmp_path):
     (r,) = FEATURE_READERS["npz"](d, bad, FeatureWidth(d, None))
     assert not bad.bad and r.key == "391895" and r.feats.shape == (4, 8)
     np.testing.assert_allclose(r.boxes[1], [10 / 200, 10 / 100, 100 / 200, 80 / 100], rtol=1e-6)
+
+
+def test_webdataset_brace_patterns(tmp_path):
+    """`--annotations 'shard-{000000..000001}.tar'` reads every shard the pattern names, as WebDataset does;
+    a shard the pattern names but the disk lacks is an error naming it."""
+    import tarfile
+
+    with tarfile.open(FIX / "shard-000000.tar") as src:
+        members = [(m, src.extractfile(m).read()) for m in src.getmembers()]
+    for i, part in enumerate((members[:6], members[6:])):  # three samples, then the other three
+        with tarfile.open(tmp_path / f"shard-{i:06d}.tar", "w") as dst:
+            for m, data in part:
+                dst.addfile(m, io.BytesIO(data))
+    for pattern in ("shard-{000000..000001}.tar", "shard-{000000,000001}.tar"):
+        s = open_store(import_dataset("webdataset", tmp_path / pattern, None, tmp_path / pattern[:9], max_bad_fraction=0.5))
+        assert s.meta["n_images"] == 5 and set(s.image_keys) == set(IDS)
+    with pytest.raises(DataError, match=r"shard-000002.tar: not found; pattern .*shard-\{000000..000002\}.tar"):
+        import_dataset("webdataset", tmp_path / "shard-{000000..000002}.tar", None, tmp_path / "s")
+
+
+@pytest.mark.parametrize("fmt,name", [("csv", "pairs.csv"), ("jsonl", "pairs.jsonl"), ("karpathy", "karpathy.json")])
+def test_annotation_files_with_a_byte_order_mark(tmp_path, fmt, name):
+    """Spreadsheet exports ("CSV UTF-8") start with a UTF-8 byte-order mark: read as without it."""
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + (FIX / name).read_bytes())
+    plain, bad_plain = read_captions(fmt, name)
+    bad = BadRecords(tmp_path / name)
+    assert list(CAPTION_READERS[fmt](tmp_path / name, bad)) == plain and bad.bad == bad_plain.bad

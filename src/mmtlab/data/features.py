@@ -94,7 +94,7 @@ BUTD_FIELDS = {
 def read_butd_tsv(path: Path, bad: BadRecords, width: FeatureWidth) -> Iterator[Regions]:
     """Bottom-up-attention TSV: one image per line, base64 float32 ``boxes`` (pixels) and ``features``."""
     csv.field_size_limit(sys.maxsize)
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         for lineno, row in enumerate(csv.reader(f, delimiter="\t"), 1):
             where = f"line {lineno}"
             names = BUTD_FIELDS.get(len(row))

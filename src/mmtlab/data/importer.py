@@ -10,12 +10,14 @@ from pathlib import Path
 
 from ..config import ConfigError
 from .features import FEATURE_READERS, FeatureWidth, feature_format
-from .readers import CAPTION_READERS, BadRecords
+from .readers import CAPTION_READERS, BadRecords, shard_paths
 from .store import DataError, StoreWriter
 
 
 def _exists(path: Path, what: str) -> Path:
-    if not path.exists():
+    if "{" in path.name:  # a brace pattern of WebDataset shards: every shard must exist
+        shard_paths(path)
+    elif not path.exists():
         raise DataError(f"{path}: not found ({what})")
     return path
 
@@ -39,6 +41,8 @@ def import_dataset(
     ``meta["import"]`` holds the counts."""
     if fmt not in CAPTION_READERS:
         raise ConfigError(f"--format {fmt!r}; valid formats: {', '.join(CAPTION_READERS)}")
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise ConfigError(f"--max-bad-fraction {max_bad_fraction}: must be in [0, 1]")
     annotations = _exists(Path(annotations), "--annotations")
     if features is None:
         if fmt != "webdataset":

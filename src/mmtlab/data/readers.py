@@ -71,7 +71,7 @@ class BadRecords:
 
 def _load_json(path: Path):
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
@@ -121,7 +121,7 @@ def read_coco(path: Path, bad: BadRecords) -> Iterator[Caption]:
 
 
 def _read_tsv(path: Path, bad: BadRecords, key_of: Callable[[int, str], str]) -> Iterator[Caption]:
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
         for lineno, line in enumerate(f, 1):
             fields = line.rstrip("\r\n").split("\t")
             if len(fields) != 2:
@@ -160,7 +160,7 @@ def read_vg(path: Path, bad: BadRecords) -> Iterator[Caption]:
 
 
 def _jsonl(path: Path, bad: BadRecords) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -198,7 +198,7 @@ def read_jsonl(path: Path, bad: BadRecords) -> Iterator[Caption]:
 
 def read_csv(path: Path, bad: BadRecords) -> Iterator[Caption]:
     """Generic CSV with a header naming an image column and a caption column (as for JSONL) and optionally ``split``."""
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
         if not any(n in fields for n in IMAGE_FIELDS) or not any(n in fields for n in CAPTION_FIELDS):
@@ -211,16 +211,29 @@ def read_csv(path: Path, bad: BadRecords) -> Iterator[Caption]:
             yield from _emit(bad, where, _pick(rec, IMAGE_FIELDS), _pick(rec, CAPTION_FIELDS), rec.get("split") or None)
 
 
+def shard_paths(path: Path) -> list[Path]:
+    """The tar shards that ``path`` names: the file itself, a directory's ``*.tar`` (sorted) or a brace pattern
+    as WebDataset writes them (``shard-{000000..000099}.tar``); a clear error when one is missing."""
+    if path.is_dir():
+        shards = sorted(path.glob("*.tar"))
+        if not shards:
+            raise DataError(f"{path}: no .tar shards in this directory")
+        return shards
+    from braceexpand import braceexpand
+
+    shards = [Path(p) for p in braceexpand(str(path))]
+    missing = [p for p in shards if not p.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more of the {len(shards)} shards)" if len(missing) > 1 else ""
+        raise DataError(f"{missing[0]}: not found{more}" + (f"; pattern {path}" if len(shards) > 1 else ""))
+    return shards
+
+
 def wds_samples(path: Path) -> Iterator[dict]:
     """Samples of WebDataset tar shards (a file, a directory of ``*.tar`` or a brace pattern), in order."""
     import webdataset as wds
 
-    if path.is_dir():
-        urls = sorted(str(p) for p in path.glob("*.tar"))
-        if not urls:
-            raise DataError(f"{path}: no .tar shards in this directory")
-    else:
-        urls = str(path)
+    urls = [str(p) for p in shard_paths(path)]
     try:
         yield from wds.WebDataset(urls, shardshuffle=False, empty_check=False)
     except (OSError, ValueError, tarfile.TarError) as e:
