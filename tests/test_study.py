@@ -94,7 +94,7 @@ def test_shipped_grids_parse():
     assert {"paper-small", "paper", "demo", "demo-quick"} <= set(shipped_grids())
     small = load_grid("paper-small")
     assert {c.name for c in small.comparisons} == {"data", "attention", "losses"}
-    assert len(small.claims) == 4
+    assert len(small.claims) == 6 and small.overrides["train.lr"] == 6e-4
     assert load_grid("demo", seeds=[3, 4]).seeds == [3, 4]
     with pytest.raises(ConfigError, match="unknown study 'paper-big'; valid studies: demo, demo-quick, paper, paper-small"):
         load_grid("paper-big")
