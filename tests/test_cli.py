@@ -98,3 +98,9 @@ def test_documented_torchrun_commands_reach_mmtlab():
         get_args_parser().parse_args(["--nproc_per_node", "2", "-m", "mmtlab.cli", *ours])
     readme = README.read_text() + (README.parent / "docs" / "evaluation.md").read_text()
     assert "-m mmtlab.cli -- eval retrieval --run" in readme and "-m mmtlab.cli -- train" in readme
+
+
+def test_a_leading_separator_is_dropped(capsys):
+    """`python -m mmtlab.cli -- presets` (a torchrun command line copied without torchrun) runs the command."""
+    assert main(["--", "presets"]) == 0
+    assert "single-modality" in capsys.readouterr().out

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:  # `torchrun ... -m mmtlab.cli -- eval ...` copied without torchrun: the same command
+        argv = argv[1:]
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides in several groups (`train a=1 --data D b=2`): argparse takes only the first
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
