@@ -41,8 +41,6 @@ def import_dataset(
     ``meta["import"]`` holds the counts."""
     if fmt not in CAPTION_READERS:
         raise ConfigError(f"--format {fmt!r}; valid formats: {', '.join(CAPTION_READERS)}")
-    if not 0.0 <= max_bad_fraction <= 1.0:
-        raise ConfigError(f"--max-bad-fraction {max_bad_fraction}: must be in [0, 1]")
     annotations = _exists(Path(annotations), "--annotations")
     if features is None:
         if fmt != "webdataset":

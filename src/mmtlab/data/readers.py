@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..config import ConfigError
 from .store import DataError
 
 _COCO_NAME = re.compile(r"(?:COCO_[A-Za-z]+\d*_)?0*(\d+)")
@@ -42,6 +43,8 @@ class BadRecords:
     """Skip-and-count accounting of malformed records of one source file."""
 
     def __init__(self, source: str | Path, max_fraction: float = 0.01, show: int = 5):
+        if not 0.0 <= max_fraction <= 1.0:
+            raise ConfigError(f"--max-bad-fraction {max_fraction}: must be in [0, 1]")
         self.source, self.max_fraction, self.show = str(source), max_fraction, show
         self.total = 0
         self.bad: list[tuple[str, str]] = []

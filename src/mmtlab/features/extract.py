@@ -227,8 +227,7 @@ def extract_store(
     Returns a summary: images written, skipped (with examples), chunks reused from an interrupted run."""
     from ..progress import progress_bar
 
-    if not 0.0 <= max_bad_fraction <= 1.0:
-        raise FeatureError(f"--max-bad-fraction {max_bad_fraction}: must be in [0, 1]")
+    bad = BadRecords(source, max_bad_fraction)  # checks the fraction before any work
     if batch_size < 1 or chunk_size < 1:
         raise FeatureError("--batch-size and the chunk size must be >= 1")
     if not items:
@@ -268,7 +267,6 @@ def extract_store(
     bar.close()
 
     part_files = [parts / f"part-{c:05d}.npz" for c in range(len(chunks))]
-    bad = BadRecords(source, max_bad_fraction)
     for f in part_files:
         with np.load(f, allow_pickle=False) as part:
             for where, reason in part["bad"].reshape(-1, 2):
