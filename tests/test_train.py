@@ -148,17 +148,17 @@ def test_loss_fn_hook_and_nan_stop(store, tmp_path):
         calls.append(step)
         out = model(batch)
         loss = out["itm_logits"].float().logsumexp(-1).mean()
-        bad = loss * float("nan") if step == 2 else loss
+        bad = loss * float("nan") if step == 3 else loss
         return bad, {"custom": bad}
 
     cfg = tiny_cfg(store, **{"train.steps": "5", "train.batch_size": "4", "train.ckpt_every": "2", "train.log_every": "1"})
-    with pytest.raises(TrainingError, match=r"step 3 in custom.*checkpoint"):
+    with pytest.raises(TrainingError, match=r"in custom at step 4.*resumes from .*checkpoint"):
         train(cfg, tmp_path / "run", loss_fn=loss_fn)
-    assert calls == [0, 1, 2]
+    assert calls == [0, 1, 2, 3]
     assert load_state(tmp_path / "run" / "checkpoint")["step"] == 2  # the last good checkpoint is kept
     assert not (tmp_path / "run" / "model.safetensors").exists()
     lines = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [ln["step"] for ln in lines] == [1, 2] and all(math.isfinite(ln["custom"]) for ln in lines)
+    assert [ln["step"] for ln in lines] == [1, 2, 3] and all(math.isfinite(ln["custom"]) for ln in lines)
 
 
 def test_cpu_amp_trains_under_bf16_autocast(store, tmp_path):

@@ -1,12 +1,15 @@
 """``mmtlab`` command line. Each area adds its subcommands through ``register(subparsers)`` in its own module;
-errors the user can fix (bad config, bad data, missing files) print one line and exit 2 (``--debug`` shows the
-traceback)."""
+errors the user can fix (:class:`~mmtlab.errors.MmtlabError`: bad config, bad data, missing or damaged files,
+and a full disk or a missing permission) print one line and exit 2 (``--debug`` shows the traceback); any other
+exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from .errors import ENVIRONMENT_ERRNOS, MmtlabError
 
 # Modules contributing subcommands: each defines ``register(subparsers)`` and keeps torch out of its imports.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -63,11 +66,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mmtlab: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:  # ConfigError / DataError are ValueErrors
-        if args.debug:
+    except (MmtlabError, OSError) as e:
+        if args.debug or not user_fixable(e):
             raise
-        print(f"mmtlab: error: {e}", file=sys.stderr)
+        print(f"mmtlab: error: {one_line(e)}", file=sys.stderr)
         return 2
+
+
+def user_fixable(e: BaseException) -> bool:
+    """An error of the :class:`MmtlabError` family, or an ``OSError`` about the machine (disk full, no
+    permission, read-only file system) rather than about mmtlab's code."""
+    return isinstance(e, MmtlabError) or (isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS)
+
+
+def one_line(e: BaseException) -> str:
+    """The error's message on one line (a multi-line message from a library is joined)."""
+    text = " ".join(str(e).split())
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text = f"{e.filename}: {text}"
+    return text
 
 
 if __name__ == "__main__":

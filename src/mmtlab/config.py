@@ -17,11 +17,13 @@ from typing import Any, Mapping
 
 import yaml
 
+from .errors import MmtlabError
+
 LAYER_CODES = "MCLIU"
 CROSS_CODES = "MCLI"  # codes in which at least one stream sees the other
 
 
-class ConfigError(ValueError):
+class ConfigError(MmtlabError, ValueError):
     """A configuration key or value is invalid. The message names the key and the valid choices."""
 
 
@@ -259,12 +261,28 @@ def apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> Any:
     return from_dict(types_root, tree)
 
 
+def parse_yaml(text: str, source: str | Path) -> Any:
+    """The YAML document ``text`` read from ``source``; a syntax error or a refused tag is a one-line
+    :class:`ConfigError` naming ``source`` and the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark is not None else ""
+        problem = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ConfigError(f"{source}:{where} not valid YAML ({problem}); fix or replace the file") from None
+
+
 def load_yaml(path: str | Path) -> Any:
+    """The YAML file ``path`` (see :func:`parse_yaml`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with open(path) as f:
-        return yaml.safe_load(f)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    return parse_yaml(text, path)
 
 
 def write_json(obj: Any, path: str | Path) -> None:
@@ -299,5 +317,6 @@ __all__ = [
     "parse_overrides",
     "apply_overrides",
     "load_yaml",
+    "parse_yaml",
     "save_yaml",
 ]

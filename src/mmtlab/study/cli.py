@@ -8,9 +8,7 @@ import argparse
 def _cmd_study(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import yaml
-
-    from ..config import ConfigError
+    from ..config import ConfigError, load_yaml
     from .grid import load_grid, parse_grid
     from .report import write_report
     from .runner import run_study
@@ -22,7 +20,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         root = Path(target[1])
         if not (root / "grid.yaml").is_file():
             raise ConfigError(f"{root} is not a study directory (no grid.yaml)")
-        print(write_report(parse_grid(yaml.safe_load((root / "grid.yaml").read_text())), root).read_text())
+        print(write_report(parse_grid(load_yaml(root / "grid.yaml")), root).read_text())
         return 0
     if len(target) + bool(args.grid) != 1:
         raise ConfigError("give one study name (e.g. paper-small) or --grid GRID.yaml")

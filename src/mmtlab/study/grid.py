@@ -47,9 +47,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import ConfigError
+from ..config import ConfigError, parse_yaml
 from ..presets import list_loss_sets, list_presets, preset_info
 
 AXES = ("data", "preset", "loss")
@@ -264,12 +262,12 @@ def load_grid(name_or_path: str | Path, seeds: list[int] | None = None) -> Grid:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"grid file not found: {path}")
-        text = path.read_text()
+        text, source = path.read_text(), path
     else:
         if str(name_or_path) not in shipped_grids():
             raise ConfigError(f"unknown study {str(name_or_path)!r}; valid studies: {', '.join(shipped_grids())} (or --grid GRID.yaml)")
-        text = resources.files(__package__).joinpath("grids", f"{name_or_path}.yaml").read_text()
-    raw = yaml.safe_load(text)
+        text, source = resources.files(__package__).joinpath("grids", f"{name_or_path}.yaml").read_text(), f"study {name_or_path}"
+    raw = parse_yaml(text, source)
     if seeds is not None and isinstance(raw, dict):
         raw["seeds"] = list(seeds)
     return parse_grid(raw)

@@ -9,7 +9,13 @@
 
 It is written to ``checkpoint.tmp/`` and swapped in by renames (the previous one is moved to
 ``checkpoint.old/`` for the instant between the two renames); a crash at any point leaves one complete
-checkpoint that :func:`latest_checkpoint` finds.
+checkpoint that :func:`latest_checkpoint` finds. The previous checkpoint then waits in ``checkpoint.prev/``
+until the trainer has taken one finite step from the new one (:func:`drop_previous`): when the new weights
+already give a non-finite loss, :func:`set_aside_diverged` moves them to ``checkpoint.diverged/`` and puts the
+previous checkpoint back, so that the run resumes from weights that trained.
+
+A damaged file (truncated, not written by mmtlab) is a one-line :class:`CheckpointError` naming it; a full disk
+while checkpointing is a :class:`~mmtlab.errors.StorageError` that keeps the previous checkpoint.
 """
 
 from __future__ import annotations
@@ -17,17 +23,24 @@ from __future__ import annotations
 import functools
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import ConfigError
+from ..errors import MmtlabError, writing
 
-CKPT, TMP, OLD = "checkpoint", "checkpoint.tmp", "checkpoint.old"
+CKPT, TMP, OLD, PREV, DIVERGED = "checkpoint", "checkpoint.tmp", "checkpoint.old", "checkpoint.prev", "checkpoint.diverged"
+
+
+class CheckpointError(MmtlabError, ValueError):
+    """A checkpoint or weights file is damaged or was not written by mmtlab; the message names it."""
 
 
 @functools.cache
@@ -56,8 +69,12 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load safetensors weights into ``model``; a key or shape mismatch is a one-line ConfigError."""
-    state = load_file(str(path), device=str(next(model.parameters()).device))
+    """Load safetensors weights into ``model``; a key or shape mismatch is a one-line ConfigError, a damaged
+    file a :class:`CheckpointError`."""
+    try:
+        state = load_file(str(path), device=str(next(model.parameters()).device))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: damaged weights file ({e}); {_way_out(Path(path))}") from None
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
@@ -69,22 +86,54 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(state)
 
 
+def _way_out(path: Path) -> str:
+    """What to do about a damaged file of a run: a checkpoint is moved aside, a finished model retrained."""
+    if path.parent.name in (CKPT, OLD):
+        return f"move {path.parent} aside and `mmtlab train --resume {path.parent.parent}` starts the run again from step 0"
+    return f"restore it, or train the run again (`mmtlab train --resume {path.parent}` if it has a checkpoint)"
+
+
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict, meta: dict) -> None:
-    """Write a complete checkpoint atomically (see the module docstring)."""
-    tmp, final, old = run_dir / TMP, run_dir / CKPT, run_dir / OLD
+    """Write a complete checkpoint atomically (see the module docstring); the one it replaces becomes
+    ``checkpoint.prev/``. A full disk leaves the previous checkpoint in place and raises a StorageError."""
+    tmp, final, old, prev = run_dir / TMP, run_dir / CKPT, run_dir / OLD, run_dir / PREV
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_weights(model, tmp / "model.safetensors")
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({**meta, "time": time.time(), "code": code_version()}, indent=1))
-    for f in [*tmp.iterdir(), tmp]:
-        _fsync(f)
+    try:
+        with writing(tmp, f"the previous checkpoint is kept; free space, then `mmtlab train --resume {run_dir}`"):
+            tmp.mkdir(parents=True)
+            save_weights(model, tmp / "model.safetensors")
+            torch.save(state, tmp / "state.pt")
+            (tmp / "meta.json").write_text(json.dumps({**meta, "time": time.time(), "code": code_version()}, indent=1))
+            for f in [*tmp.iterdir(), tmp]:
+                _fsync(f)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
     _fsync(run_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    if old.exists():
+        shutil.rmtree(prev, ignore_errors=True)
+        old.rename(prev)
+
+
+def drop_previous(run_dir: Path) -> None:
+    """The newest checkpoint has trained a finite step: the previous one is no longer needed."""
+    shutil.rmtree(run_dir / PREV, ignore_errors=True)
+
+
+def set_aside_diverged(run_dir: Path) -> Path | None:
+    """The newest checkpoint's weights give a non-finite loss: move it to ``checkpoint.diverged/`` and put the
+    previous one (if kept) back. Returns the checkpoint the run now resumes from (None: step 0)."""
+    final, prev, diverged = run_dir / CKPT, run_dir / PREV, run_dir / DIVERGED
+    if final.exists():
+        shutil.rmtree(diverged, ignore_errors=True)
+        final.rename(diverged)
+    if prev.exists():
+        prev.rename(final)
+    return latest_checkpoint(run_dir)
 
 
 def _fsync(path: Path) -> None:
@@ -106,5 +155,11 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_state(ckpt_dir: Path, map_location: str | torch.device = "cpu") -> dict:
-    """The non-weight state of a checkpoint (no pickled code is executed)."""
-    return torch.load(ckpt_dir / "state.pt", map_location=map_location, weights_only=True)
+    """The non-weight state of a checkpoint (no pickled code is executed); a damaged or foreign ``state.pt``
+    is a :class:`CheckpointError` naming it."""
+    path = ckpt_dir / "state.pt"
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: damaged or not written by mmtlab ({why}); {_way_out(path)}") from None

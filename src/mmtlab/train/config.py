@@ -155,6 +155,7 @@ class RunConfig:
 RESUMABLE_CHANGES = (
     "train.steps", "train.micro_batch_size", "train.ckpt_every", "train.log_every", "train.eval_every",
     "train.device", "train.compile", "train.progress", "data.num_workers",
+    "train.lr", "train.warmup_steps", "train.grad_clip",  # the way out of a diverged run (RUN/history.jsonl)
 )  # fmt: skip
 
 

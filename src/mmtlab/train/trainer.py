@@ -6,8 +6,11 @@ the data loader uses for the same samples; so ITM negatives, masks and dropout d
 position, not on the number of processes or on where a run was interrupted.
 
 Run directory (``RUN/``): ``config.yaml`` (resolved, written first), ``checkpoint/`` (see
-:mod:`mmtlab.train.checkpoint`), ``metrics.jsonl``, ``tb/`` (TensorBoard) and, when finished,
-``model.safetensors``.
+:mod:`mmtlab.train.checkpoint`), ``metrics.jsonl``, ``tb/`` (TensorBoard), ``history.jsonl`` (resumes that
+changed a setting: ``train.lr``, ``train.steps``, ...) and, when finished, ``model.safetensors``.
+
+A non-finite loss or gradient norm stops the run before the optimizer step, with the command that continues it
+at a lower learning rate; a run stopped (or killed) before its first checkpoint resumes from step 0.
 """
 
 from __future__ import annotations
@@ -29,17 +32,20 @@ from ..config import ConfigError, save_yaml
 from ..data.store import Store, open_store
 from ..data.loader import build_train_loader
 from ..device import Dist, autocast, init_distributed, pick_device
+from ..errors import MmtlabError
 from ..model import build_from_config, compile_fn
-from .checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint, save_weights
+from .checkpoint import (
+    drop_previous, latest_checkpoint, load_state, load_weights, save_checkpoint, save_weights, set_aside_diverged,
+)
 from .config import RESUMABLE_CHANGES, RunConfig, TrainConfig, config_differences, load_run_config
 from .losses import PretrainingLoss
 from .masking import itm_negatives
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, lr_factor
 
 LossFn = Callable[[nn.Module, dict, int], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
 
-class TrainingError(ValueError):
+class TrainingError(MmtlabError, ValueError):
     """The run cannot go on (a non-finite loss); the message names the step and what to do."""
 
 
@@ -142,9 +148,10 @@ class HeldOut:
 
 
 class Logger:
-    """``metrics.jsonl`` + TensorBoard (rank 0 only); on resume, lines past the checkpoint are dropped."""
+    """``metrics.jsonl`` + TensorBoard (rank 0 only); on resume, lines past the checkpoint (or all of them, for a
+    run resumed from step 0) are dropped."""
 
-    def __init__(self, out: Path, start_step: int, enabled: bool):
+    def __init__(self, out: Path, start_step: int, enabled: bool, resume: bool = False):
         self.enabled = enabled
         if not enabled:
             return
@@ -154,7 +161,7 @@ class Logger:
             self.path.write_text("".join(ln + "\n" for ln in keep))
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(str(out / "tb"), purge_step=start_step + 1 if start_step else None)
+        self.tb = SummaryWriter(str(out / "tb"), purge_step=start_step + 1 if resume else None)
 
     def log(self, record: dict) -> None:
         if not self.enabled:
@@ -170,23 +177,49 @@ class Logger:
             self.tb.close()
 
 
-def prepare_run_dir(cfg: RunConfig, out: Path, resume: bool) -> Path | None:
-    """Check ``out`` for a fresh start or a compatible resume; returns the checkpoint to resume from."""
-    if not resume:
-        if (out / "config.yaml").exists() or latest_checkpoint(out) is not None:
-            raise ConfigError(f"{out} already holds a run; continue it with --resume {out} or choose a new --out")
-        return None
+def prepare_run_dir(cfg: RunConfig, out: Path, resume: bool) -> tuple[Path | None, dict[str, list]]:
+    """Check ``out`` for a fresh start or a compatible resume. Returns the checkpoint to resume from (None: step
+    0, also for a run stopped before its first checkpoint) and the resumable settings that change
+    (``{key: [old, new]}``)."""
     ckpt = latest_checkpoint(out)
-    if ckpt is None or not (out / "config.yaml").is_file():
-        raise ConfigError(f"{out}: no checkpoint to resume from; give a run directory written by `mmtlab train`")
+    if not resume:
+        if ckpt is not None:
+            raise ConfigError(f"{out} already holds a run; continue it with --resume {out} or choose a new --out")
+        if (out / "config.yaml").exists():
+            raise ConfigError(
+                f"{out} holds a run that stopped before its first checkpoint; start it again with --resume {out} "
+                "(from step 0, with its own settings) or choose a new --out"
+            )
+        return None, {}
+    if not (out / "config.yaml").is_file():
+        raise ConfigError(f"{out}: no run to resume (no config.yaml); give a run directory written by `mmtlab train`")
     saved = load_run_config(out)
+    changes = {}
     for key, old, new in config_differences(saved, cfg):
         if key not in RESUMABLE_CHANGES:
             raise ConfigError(
                 f"cannot resume {out}: its checkpoint has {key}={old!r}, this run {key}={new!r}; "
                 f"only {', '.join(RESUMABLE_CHANGES)} may change on resume"
             )
-    return ckpt
+        changes[key] = [old, new]
+    return ckpt, changes
+
+
+def record_history(out: Path, step: int, changes: dict[str, list]) -> None:
+    """Append a resume that changed settings to ``RUN/history.jsonl`` (config.yaml holds only the newest ones)."""
+    if changes:
+        with open(out / "history.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "time": time.time(), "resumed_with": changes}) + "\n")
+
+
+def apply_lr_settings(optimizer: torch.optim.Optimizer, scheduler, step: int, t: TrainConfig) -> None:
+    """After loading a checkpoint: the schedule of ``t`` (``train.lr``, warm-up, steps may have changed on
+    resume) at ``step``; with unchanged settings every value is the one the checkpoint holds."""
+    factor = lr_factor(step, t)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = t.lr
+        group["lr"] = t.lr * factor
+    scheduler.base_lrs = [t.lr] * len(optimizer.param_groups)
 
 
 def train(cfg: RunConfig, out: str | Path, resume: bool = False, loss_fn: LossFn | None = None) -> Path:
@@ -215,7 +248,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
     val_store = open_store(cfg.val_dir) if cfg.val_dir else None
     if t.holdout_images:
         stores[0], val_store = hold_out(stores[0], t.holdout_images)
-    ckpt = prepare_run_dir(cfg, out, resume)
+    ckpt, changes = prepare_run_dir(cfg, out, resume)
     if d.world > 1:
         dist.barrier()  # every process has checked the run directory before rank 0 writes into it
     if d.main:
@@ -243,9 +276,12 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
+        apply_lr_settings(optimizer, scheduler, step, t)
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    if d.main:
+        record_history(out, step, changes)
 
     loader = build_train_loader(
         stores, batch_size=micro, seed=t.seed, sampling=cfg.data.sampling, weights=cfg.data.weights,
@@ -254,10 +290,11 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
         with_pixels=cfg.model.image_input == "pixels", pin_memory=device.type == "cuda",
     )  # fmt: skip
     held_out = HeldOut(cfg, val_store, micro, device) if val_store is not None and t.val_pairs and d.main else None
-    logger = Logger(out, step, d.main)
+    logger = Logger(out, step, d.main, resume)
     amp = use_bf16(device, t)
     bar = _progress(t.steps, step, enabled=d.main and t.progress)
     window_start, window_steps, window = time.perf_counter(), 0, {}  # log lines average their window
+    unconfirmed = ckpt is not None  # the newest checkpoint has not yet trained a finite step in this process
     model.train()
     try:
         while step < t.steps:
@@ -275,8 +312,11 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
                 for k, v in parts.items():
                     terms[k] = terms.get(k, 0.0) + v.detach().float() / accum
             total, terms = _mean_over_ranks(total, terms, d)
-            _check_finite(step, total, terms, out)
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+            _stop_if_diverged(step, total, terms, grad_norm, cfg, out, d.main)
+            if unconfirmed and d.main:
+                drop_previous(out)
+            unconfirmed = False
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
@@ -299,6 +339,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
                 logger.log({"step": step, "val_itm_acc": held_out.itm_accuracy(model), "val_pairs": held_out.n_pairs})
             if step % t.ckpt_every == 0 or step == t.steps:
                 _checkpoint(out, model, optimizer, scheduler, step, t.batch_size, device, d)
+                unconfirmed = True
             window_start += time.perf_counter() - pause
         if d.main:
             save_weights(model, out / "model.safetensors")
@@ -325,15 +366,39 @@ def _mean_over_ranks(total: torch.Tensor, terms: dict, d: Dist) -> tuple[torch.T
     return flat[0], dict(zip(names, flat[1:]))
 
 
-def _check_finite(step: int, total: torch.Tensor, terms: dict, out: Path) -> None:
-    if torch.isfinite(total):
+def _stop_if_diverged(step: int, total: torch.Tensor, terms: dict, grad_norm: torch.Tensor, cfg: RunConfig, out: Path,
+                      main: bool) -> None:
+    """Stop before the optimizer step when the loss or the gradient norm is not finite. A checkpoint of the
+    weights that just failed (taken right before this step) cannot help and is set aside (rank 0)."""
+    if torch.isfinite(total) and torch.isfinite(grad_norm):
         return
-    bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["the total"]
+    if not torch.isfinite(total):
+        what = f"non-finite loss in {', '.join(_non_finite_terms(total, terms, cfg))}"
+    else:
+        what = f"non-finite gradient norm ({float(grad_norm)})"
     kept = latest_checkpoint(out)
+    if kept is not None and main and int(json.loads((kept / "meta.json").read_text())["step"]) == step:
+        kept = set_aside_diverged(out)
+    t = cfg.train
+    where = f"the run resumes from {kept}" if kept is not None else "the run resumes from step 0"
+    advice = f"train.lr={t.lr / 10:g} train.warmup_steps={min(t.steps, max(100, 2 * t.warmup))}"
+    advice += "" if t.grad_clip > 0 else " train.grad_clip=1.0"
     raise TrainingError(
-        f"non-finite loss at step {step + 1} in {', '.join(bad)}; stopped, "
-        + (f"last good checkpoint: {kept} (lower train.lr or raise warm-up, then --resume {out})" if kept else "no checkpoint yet")
+        f"{what} at step {step + 1}; stopped ({where}). Lower the learning rate or warm up longer, e.g. "
+        f"`mmtlab train --resume {out} {advice}`; a loss weight can change only in a new run (--out)"
     )
+
+
+def _non_finite_terms(total: torch.Tensor, terms: dict, cfg: RunConfig) -> list[str]:
+    """The terms that are not finite, or whose weighted value overflows (a huge ``loss.weights.<term>``)."""
+    bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+    if bad:
+        return bad
+    overflow = [
+        f"{k} (loss.weights.{k}={w:g} overflows)" for k, w in cfg.loss.weights.items()
+        if k in terms and not torch.isfinite(torch.tensor(w, dtype=total.dtype) * terms[k])
+    ]  # fmt: skip
+    return overflow or ["the total"]
 
 
 def _checkpoint(out: Path, model, optimizer, scheduler, step: int, batch_size: int, device: torch.device, d: Dist) -> None:
