@@ -195,11 +195,16 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 
 
 def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, checking keys and types."""
+    """Build dataclass ``cls`` from a mapping, checking keys and types. Keys in the class's ``RETIRED_KEYS``
+    (removed fields that files written by an older mmtlab still hold) are ignored."""
     types_ = _field_types(cls)
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix or cls.__name__}: expected a mapping of keys to values, got {type(values).__name__}")
     kwargs = {}
     for k, v in values.items():
         key = f"{prefix}.{k}" if prefix else str(k)
+        if k in getattr(cls, "RETIRED_KEYS", ()):
+            continue
         if k not in types_:
             raise ConfigError(f"unknown key {key!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(types_)}")
         kwargs[k] = _coerce(key, v, types_[k])

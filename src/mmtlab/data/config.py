@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..config import ConfigError
 
@@ -18,7 +19,9 @@ class DataConfig:
     sampling: str = "instance"  # "instance": uniform over all pairs; "dataset": uniform over datasets, then pairs
     weights: list[float] | None = None  # optional per-dataset weights of the mixture
     num_workers: int = 0  # DataLoader worker processes (the stream is the same for any number)
-    max_bad_fraction: float = 0.01  # import: stop past this fraction of malformed records
+
+    # no longer fields, still in the config.yaml of older runs: `mmtlab data import --max-bad-fraction` is the option
+    RETIRED_KEYS: ClassVar[tuple[str, ...]] = ("max_bad_fraction",)
 
     def __post_init__(self) -> None:
         if self.max_text_len < 3:
@@ -31,5 +34,3 @@ class DataConfig:
             raise ConfigError(f"data.weights: {self.weights}; give one non-negative weight per dataset, not all zero")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers: {self.num_workers}; must be >= 0")
-        if not 0.0 <= self.max_bad_fraction <= 1.0:
-            raise ConfigError(f"data.max_bad_fraction: {self.max_bad_fraction}; must be in [0, 1]")

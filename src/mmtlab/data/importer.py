@@ -11,7 +11,7 @@ from pathlib import Path
 from ..config import ConfigError
 from .features import FEATURE_READERS, FeatureWidth, feature_format
 from .readers import CAPTION_READERS, BadRecords, shard_paths
-from .store import DataError, StoreWriter
+from .store import DataError, StoreWriter, check_store_target
 
 
 def _exists(path: Path, what: str) -> Path:
@@ -20,6 +20,18 @@ def _exists(path: Path, what: str) -> Path:
     elif not path.exists():
         raise DataError(f"{path}: not found ({what})")
     return path
+
+
+def _check_missing(captions: dict, done: set[str], max_fraction: float, features: Path) -> None:
+    """Stop when more than ``max_fraction`` of the captioned images have no features (the wrong feature file,
+    or one cut short); the message names some of them."""
+    missing = [k for k in captions if k not in done]
+    if done and len(missing) > max_fraction * len(captions):
+        raise DataError(
+            f"{features}: no features for {len(missing)} of {len(captions)} captioned images "
+            f"({100 * len(missing) / len(captions):.1f}% > the {100 * max_fraction:g}% allowed by --max-bad-fraction); "
+            f"first: {', '.join(missing[:5])}"
+        )
 
 
 def import_dataset(
@@ -37,10 +49,12 @@ def import_dataset(
     directory of ``.npz``, HDF5 or WebDataset shards; guessed from the path unless ``features_format``) into the
     store ``out``. ``split`` keeps only that split when the annotations have splits, and names the split
     otherwise (default ``train``). Malformed records are skipped and counted; past ``max_bad_fraction`` of a
-    file the import stops with a :class:`DataError` listing the first ones. Returns the store path; its
-    ``meta["import"]`` holds the counts."""
+    file the import stops with a :class:`DataError` listing the first ones, and so it does past
+    ``max_bad_fraction`` of the captioned images without features. ``out`` must be new, empty or a store
+    alone (checked first). Returns the store path; its ``meta["import"]`` holds the counts."""
     if fmt not in CAPTION_READERS:
         raise ConfigError(f"--format {fmt!r}; valid formats: {', '.join(CAPTION_READERS)}")
+    check_store_target(Path(out))
     annotations = _exists(Path(annotations), "--annotations")
     if features is None:
         if fmt != "webdataset":
@@ -94,6 +108,7 @@ def import_dataset(
                 writer.add_caption(idx, t)
             done.add(r.key)
         bad_features.check()
+        _check_missing(captions, done, max_bad_fraction, features)
         if writer is None:
             raise DataError(
                 f"no image of {annotations} has features in {features}: caption keys look like "

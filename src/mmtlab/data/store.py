@@ -15,14 +15,20 @@ Layout of a store directory (all arrays little-endian, raw, shapes given by ``me
     caption_offsets.i64  (n_captions + 1,) int64         byte offsets into captions.utf8
     caption_image.i64    (n_captions,) int64             image of each caption
 
-Nothing is read at open except ``meta.json``: every array is a ``numpy.memmap`` opened on first use (and
-reopened lazily after pickling, so DataLoader workers share the page cache, not copies). A store is written by
-:class:`StoreWriter` into a temporary directory that is renamed into place by :meth:`StoreWriter.close`;
-``meta.json`` is written last, so a half-written store is never mistaken for a complete one.
+At open, ``meta.json`` is read and the index arrays are checked (offsets rising to the files' ends, every
+caption's image and every image's split in range: memory-mapped, a few bytes per caption), so a damaged store is
+refused with one :class:`DataError` naming the file instead of failing mid-run; every other array is a
+``numpy.memmap`` opened on first use (and reopened lazily after pickling, so DataLoader workers share the page
+cache, not copies). A store is written by :class:`StoreWriter` into a temporary directory
+``.NAME.tmp-PID-XXXX`` that is renamed into place by :meth:`StoreWriter.close`; ``meta.json`` is written last, so
+a half-written store is never mistaken for a complete one, and the next writer of the same store removes the
+temporaries of writers that died. A store replaces only a directory that holds a store and nothing else (or
+nothing): the files next to it, a run, a checkpoint are never deleted.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -37,6 +43,11 @@ from ..errors import MmtlabError
 FORMAT = "mmtlab-store"
 VERSION = 1
 BOX_DIM = 5
+STORE_FILES = frozenset({
+    "meta.json", "feats.f16", "boxes.f32", "cls.f16", "region_offsets.i64", "pixels.u8", "image_split.u8",
+    "image_keys.txt", "captions.utf8", "caption_offsets.i64", "caption_image.i64",
+})  # fmt: skip
+META_KEYS = ("feat_dim", "n_classes", "pixels_shape", "n_images", "n_captions", "n_regions", "split_names", "splits")
 
 
 class DataError(MmtlabError, ValueError):
@@ -54,7 +65,8 @@ class StoreWriter:
     """Write a store image by image: ``add_image`` then ``add_caption`` for its captions, then ``close``.
 
     Usable as a context manager: on an exception the temporary directory is removed and ``out_dir`` is left
-    untouched. An existing store at ``out_dir`` is replaced only when ``close`` succeeds.
+    untouched. An existing store at ``out_dir`` is replaced only when ``close`` succeeds, and only when the
+    directory holds nothing but a store (:func:`check_store_target`).
     """
 
     def __init__(
@@ -66,8 +78,7 @@ class StoreWriter:
         meta: dict[str, Any] | None = None,
     ):
         self.out_dir = Path(out_dir)
-        if self.out_dir.exists() and not _replaceable(self.out_dir):
-            raise DataError(f"{self.out_dir}: exists and is not an mmtlab store; choose another --out or remove it")
+        check_store_target(self.out_dir)
         self.feat_dim = int(feat_dim)
         self.n_classes = int(n_classes) if n_classes else None
         self.pixels_shape = tuple(int(s) for s in pixels_shape) if pixels_shape else None
@@ -75,7 +86,8 @@ class StoreWriter:
             raise DataError(f"pixels_shape must be (3, H, W), got {pixels_shape}")
         self.meta = dict(meta or {})
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        remove_stale_temporaries(self.out_dir)
+        self.tmp = self.out_dir.parent / _temporary_name(self.out_dir, "tmp")
         self.tmp.mkdir()
         names = ["feats.f16", "boxes.f32", "image_split.u8", "captions.utf8", "caption_image.i64", "image_keys.txt"]
         names += ["cls.f16"] if self.n_classes else []
@@ -163,7 +175,7 @@ class StoreWriter:
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         old = None
         if self.out_dir.exists():
-            old = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            old = self.out_dir.parent / _temporary_name(self.out_dir, "old")
             self.out_dir.rename(old)
         os.replace(self.tmp, self.out_dir)
         if old is not None:
@@ -192,8 +204,55 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _replaceable(path: Path) -> bool:
-    return path.is_dir() and ((path / "meta.json").is_file() or not any(path.iterdir()))
+def check_store_target(out_dir: Path) -> None:
+    """Raise :class:`DataError` unless ``out_dir`` is new, empty, or a store and nothing else (a store is
+    replaced as a whole: inputs kept inside it, a run or a checkpoint would be lost)."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise DataError(f"{out_dir}: exists and is not a directory; choose another --out")
+    names = sorted(p.name for p in out_dir.iterdir())
+    if not names:
+        return
+    if not _is_store_meta(out_dir / "meta.json"):
+        raise DataError(f"{out_dir}: exists and is not an mmtlab store (holds {', '.join(names[:3])}); choose another --out")
+    foreign = [n for n in names if n not in STORE_FILES]
+    if foreign:
+        raise DataError(
+            f"{out_dir}: holds files that are not part of the store ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); replacing the store would delete them: move them or choose another --out"
+        )
+
+
+def _is_store_meta(meta_file: Path) -> bool:
+    try:
+        return json.loads(meta_file.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _temporary_name(out_dir: Path, kind: str) -> str:
+    """``.NAME.KIND-PID-XXXXXXXX``: a hidden sibling of ``out_dir`` that names the process writing it."""
+    return f".{out_dir.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Remove the temporaries of earlier writers of ``out_dir`` whose process is gone (killed mid-write)."""
+    for kind in ("tmp", "old"):
+        for path in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.{kind}-*"):
+            pid = path.name.removeprefix(f".{out_dir.name}.{kind}-").split("-")[0]
+            if not (pid.isdigit() and _alive(int(pid))):  # no pid: written before pids were in the name
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class _Captions:
@@ -374,4 +433,31 @@ def open_store(path: str | Path) -> Store:
         raise DataError(f"{meta_file}: format {meta.get('format')!r}, expected {FORMAT!r}")
     if meta.get("version") != VERSION:
         raise DataError(f"{meta_file}: store version {meta.get('version')}, this mmtlab reads version {VERSION}")
-    return Store(path, meta)
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise DataError(f"{meta_file}: missing {', '.join(missing)}; the store is damaged, write it again")
+    store = Store(path, meta)
+    _check_indices(store)
+    return store
+
+
+def _check_indices(store: Store) -> None:
+    """Refuse a store whose index arrays point outside its data (a damaged or hand-edited store): checked once
+    at open, memory-mapped, so that training and evaluation never index out of range mid-run."""
+    m = store._meta
+    ends = {"region_offsets.i64": (m["n_regions"], "regions"), "caption_offsets.i64": (len(store._arr("captions.utf8")), "caption bytes")}
+    for name, (end, what) in ends.items():
+        off = store._arr(name)
+        if off[0] != 0 or off[-1] != end or bool((off[1:] < off[:-1]).any()):
+            raise DataError(
+                f"{store.path / name}: offsets do not rise from 0 to the {end} {what} of the store; "
+                "the store is damaged, write it again"
+            )
+    for name, limit, what in (("caption_image.i64", m["n_images"], "images"), ("image_split.u8", len(m["split_names"]), "split names")):
+        index = store._arr(name)
+        if len(index) and (int(index.min()) < 0 or int(index.max()) >= limit):
+            bad = int(np.flatnonzero((index < 0) | (index >= limit))[0])
+            raise DataError(
+                f"{store.path / name}: entry {bad} is {int(index[bad])}, outside the {limit} {what} of the store; "
+                "the store is damaged, write it again"
+            )

@@ -70,7 +70,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     import shutil
 
     from .metrics import EvalError
-    from .retrieval import evaluate_run, results_table
+    from .retrieval import check_results_path, evaluate_run, results_table
 
     if args.k < 1:
         raise EvalError(f"--k {args.k}: the shortlist needs at least 1 item")
@@ -78,6 +78,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
         raise EvalError(f"--batch-size {args.batch_size}: must be >= 1")
     if args.shortlist and args.scorer != "rerank":
         raise EvalError("--shortlist only applies to --scorer rerank")
+    check_results_path(args.out)  # before --fresh deletes anything, and before any work
     work = Path(args.out + ".scores")
     if args.fresh and work.exists():
         shutil.rmtree(work)

@@ -7,6 +7,7 @@ can honestly use a scorer (an ITM head that was trained, embeddings that were tr
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,38 @@ def evaluate_retrieval(
 
 
 # ---------------------------------------------------------------------------------------------- a run
+RESULTS_KEYS = ("protocol", "scorer", "text_to_image", "image_to_text")  # what marks an mmtlab results file
+
+
+def check_results_path(out: str | Path) -> Path:
+    """Refuse, before any work, an ``--out`` that is a directory or an existing file other than an mmtlab
+    results file (a run's ``config.yaml`` or weights are never overwritten), and an ``OUT.scores`` that holds
+    anything but score chunks (``--fresh`` deletes it)."""
+    out = Path(out)
+    if out.is_dir():
+        raise EvalError(f"--out {out}: is a directory; give a results file, e.g. --out {out / 'results.json'}")
+    if out.exists() and not _is_results_file(out):
+        raise EvalError(f"--out {out}: exists and is not an mmtlab results file, so it is not overwritten; give another --out")
+    scores = Path(str(out) + ".scores")
+    if scores.exists() and not (scores.is_dir() and all(_is_chunk_file(p) for p in scores.iterdir())):
+        raise EvalError(f"--out {out}: {scores} exists and does not hold score chunks; give another --out or move it")
+    return out
+
+
+def _is_results_file(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size > 1 << 20:  # results files are a few KB
+        return False
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and all(k in data for k in RESULTS_KEYS)
+
+
+def _is_chunk_file(path: Path) -> bool:
+    return path.is_file() and (path.name in ("meta.json", "meta.json.tmp") or path.name.startswith("chunk_"))
+
+
 def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = None, split: str = "test",
                  scorer: str | None = None, k: int = 128, shortlist: str | Path | None = None,
                  batch_size: int | None = None, device: str = "auto", progress: bool = True,
@@ -256,7 +289,8 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
 
     ``scorer`` None: :func:`default_scorer`. Checks that the run can honestly use it (:func:`check_scorer`),
     writes the results JSON to ``out`` (rank 0) with the run, preset, data and split added, and keeps the
-    exhaustive score chunks in ``OUT.scores/`` (an interrupted evaluation resumes from them). ``compile``: the
+    exhaustive score chunks in ``OUT.scores/`` (an interrupted evaluation resumes from them); ``out`` is checked
+    first (:func:`check_results_path`). ``compile``: the
     per-pair layers (:meth:`match_logits`) run through :func:`~mmtlab.model.compile.compile_fn` with frozen
     weights (all-``U`` models have none: ignored).
     Returns the results.
@@ -267,6 +301,8 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
     from .finetune import finetune_info
 
     run = Path(run)
+    if out is not None:
+        check_results_path(out)
     d = init_distributed("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
     try:
         dev = pick_device(device, d.local_rank)
@@ -325,5 +361,5 @@ def results_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SCORERS", "evaluate_retrieval", "evaluate_run", "check_scorer", "default_scorer", "itm_trained",
+__all__ = ["SCORERS", "evaluate_retrieval", "evaluate_run", "check_results_path", "check_scorer", "default_scorer", "itm_trained",
            "embedding_trained", "results_table"]

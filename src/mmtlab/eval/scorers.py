@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -219,8 +220,14 @@ class ChunkDir:
         self._write_atomic(self.file(j), lambda f: torch.save({"captions": captions, "scores": scores}, f))
 
     def load(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        d = torch.load(self.file(j), weights_only=True)
-        return d["captions"], d["scores"]
+        """Chunk ``j``; a damaged chunk (a truncated file, not written by mmtlab) is an EvalError naming it."""
+        path = self.file(j)
+        try:
+            d = torch.load(path, weights_only=True)
+            return d["captions"], d["scores"]
+        except (RuntimeError, EOFError, OSError, KeyError, TypeError, pickle.UnpicklingError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise EvalError(f"{path}: damaged score chunk ({why}); rerun with --fresh to score again") from None
 
 
 @torch.inference_mode()

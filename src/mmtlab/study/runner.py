@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -180,29 +181,41 @@ def run_study(grid: Grid, root: str | Path, torchrun: int = 0, progress: bool = 
 
 @contextlib.contextmanager
 def _claim(lock: Path):
-    """Claim a cell or a dataset with a lock file holding our pid, so several `mmtlab study` processes can share
-    a study directory (each runs different cells). A lock whose process is gone is taken over."""
+    """Claim a cell or a dataset, so several `mmtlab study` processes can share a study directory (each runs
+    different cells). The claim is an exclusive ``flock`` on the lock file, which the kernel drops when its
+    process dies: a claim left by a killed process is free at once, and no two processes can take it over
+    together. The file holds the owner's pid (for people) and is removed on release."""
     lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text() or 0)
-                os.kill(pid, 0)
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                lock.unlink(missing_ok=True)  # stale: its process died
-                continue
-            yield False
-            return
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        try:
-            yield True
-        finally:
-            lock.unlink(missing_ok=True)
+    fd = _lock_file(lock)
+    if fd is None:
+        yield False
         return
-    yield False
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield True
+    finally:
+        lock.unlink(missing_ok=True)  # before unlocking: a process that opens the path next gets a new file
+        os.close(fd)
+
+
+def _lock_file(lock: Path) -> int | None:
+    """An open descriptor holding the exclusive lock of the file now at ``lock``, or None when another process
+    holds it. A file unlinked by its releasing owner between our open and our lock is not ours: retried."""
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
 
 
 def grid_to_dict(grid: Grid) -> dict:
