@@ -142,3 +142,25 @@ def test_data_max_bad_fraction_is_no_run_setting_but_old_configs_load(tmp_path):
     old["data"]["max_bad_fraction"] = 0.01  # what runs written before the change hold
     save_yaml(old, tmp_path / "config.yaml")
     assert load_run_config(tmp_path).data == DataConfig()
+
+
+def test_webdataset_members_never_leave_the_output(tmp_path):
+    import io
+    import tarfile
+
+    shard = tmp_path / "in" / "shard.tar"
+    shard.parent.mkdir()
+    feats = io.BytesIO()
+    np.savez(feats, features=np.ones((2, 4), np.float32), boxes=np.tile(np.float32([0, 0, 1, 1]), (2, 1)))
+    with tarfile.open(shard, "w") as tar:
+        for name, data in [("../../evil.txt", b"a caption"), ("../../evil.npz", feats.getvalue()),
+                           ("/tmp/mmtlab-test-abs-evil.txt", b"x"), ("good.txt", b"a red ball"), ("good.npz", feats.getvalue())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    try:
+        import_dataset("webdataset", shard, None, tmp_path / "out" / "s", max_bad_fraction=1.0)
+    except DataError:
+        pass  # refusing the shard is fine too; writing outside --out is not
+    outside = {p for p in tmp_path.rglob("*") if "out" not in p.relative_to(tmp_path).parts[:1]}
+    assert outside == {tmp_path / "in", shard} and not Path("/tmp/mmtlab-test-abs-evil.txt").exists()

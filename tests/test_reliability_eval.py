@@ -85,3 +85,22 @@ def test_a_truncated_score_chunk_is_named_with_fresh(run, flickr, tmp_path, caps
     err = one_line_error(capsys)
     assert str(chunk) in err and "--fresh" in err
     assert evaluate(run, flickr, out, "--fresh") == 0
+
+
+def test_a_pickle_payload_in_a_score_chunk_never_runs(run, flickr, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert evaluate(run, flickr, out) == 0
+    marker = tmp_path / "ran"
+    chunk = sorted((tmp_path / "r.json.scores").glob("chunk_*.pt"))[0]
+    torch.save({"captions": _Payload(str(marker)), "scores": torch.zeros(1)}, chunk)
+    capsys.readouterr()
+    assert evaluate(run, flickr, out) == 2
+    assert "damaged score chunk" in one_line_error(capsys) and not marker.exists()
+
+
+class _Payload:
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))

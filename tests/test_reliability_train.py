@@ -216,3 +216,11 @@ def test_errors_are_one_family_and_bugs_keep_their_traceback(monkeypatch, capsys
     monkeypatch.setattr(mmtlab.presets, "preset_table", denied)  # about the machine, not the code: one line
     assert main(["presets"]) == 2
     assert "Permission denied" in one_line_error(capsys)
+
+
+def test_yaml_python_tags_are_refused_in_one_line(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(f'model: !!python/object/apply:os.system ["touch {marker}"]\n')
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 2
+    assert "config.yaml: line 1: not valid YAML" in one_line_error(capsys) and not marker.exists()

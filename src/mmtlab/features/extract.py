@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ..data.readers import BadRecords
-from ..data.store import DataError, StoreWriter, box_area
+from ..data.store import DataError, StoreWriter, box_area, check_store_target
 from .efficientnet import FEAT_DIM, INPUT_SIZE, N_CLASSES, load_efficientnet_lite0, preprocess
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -228,6 +228,7 @@ def extract_store(
     from ..progress import progress_bar
 
     bad = BadRecords(source, max_bad_fraction)  # checks the fraction before any work
+    check_store_target(Path(out))  # and that the store may be written there
     if batch_size < 1 or chunk_size < 1:
         raise FeatureError("--batch-size and the chunk size must be >= 1")
     if not items:
