@@ -266,6 +266,39 @@ def test_last_layer_at_read_rows_gives_the_same_heads_and_gradients(preset):
     assert fewer_flops < full_flops
 
 
+@pytest.mark.parametrize("preset", ["merged", "coattention", "mixed-modality", "single-stream", "single-modality-hloss"])
+def test_cpu_skips_padding_rows_with_the_same_results(preset, monkeypatch):
+    """On a CPU the per-token projections run on real tokens only: every head output, real token state and
+    gradient equals the padded computation's (as a GPU runs it), padding rows come back as zeros, and the
+    pass does fewer FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmtlab.model.transformer import MultimodalTransformer
+
+    batch = make_batch(T=12, R=8)
+    batch["text_mask"][1, 5:] = False
+    runs = []
+    for skip in (True, False):
+        if not skip:  # as on a GPU: every row computed
+            monkeypatch.setattr(MultimodalTransformer, "_real_rows", staticmethod(lambda *a: None))
+        model = tiny(preset)
+        with FlopCounterMode(display=False) as flops:
+            out = model(batch)
+            sum(v.float().sin().sum() for k, v in out.items() if k not in ("text_states", "img_states")).backward()
+        runs.append((out, {n: p.grad for n, p in model.named_parameters()}, flops.get_total_flops()))
+    (out, grads, fewer), (full, full_grads, flops) = runs
+    t_real, v_real = batch["text_mask"][..., None], batch["img_mask"][..., None]
+    torch.testing.assert_close(out["text_states"], full["text_states"] * t_real, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out["img_states"], full["img_states"] * v_real, atol=1e-5, rtol=1e-4)
+    assert (out["text_states"] * ~t_real).abs().sum() == 0 and (out["img_states"] * ~v_real).abs().sum() == 0
+    for k in ("itm_logits", "text_emb", "img_emb"):
+        torch.testing.assert_close(out[k], full[k], atol=1e-5, rtol=1e-4, msg=f"{preset}: {k}")
+    for n, g in full_grads.items():
+        scale = float(g.abs().max()) if g is not None else 0.0
+        torch.testing.assert_close(grads[n], g, atol=1e-5 * scale + 1e-8, rtol=1e-4, msg=f"{preset}: grad of {n}")
+    assert fewer < 0.9 * flops
+
+
 @pytest.mark.parametrize("preset", ["merged", "single-stream"])
 def test_unimodal_first_only_is_the_first_row(preset):
     model = tiny(preset)

@@ -62,6 +62,20 @@ def block_mask(code: str, text_mask: torch.Tensor | None, img_mask: torch.Tensor
     return allowed[:, None]  # (B, 1, N|1, N)
 
 
+RowMask = torch.Tensor | None
+
+
+def on_rows(fn, x: torch.Tensor, rows: RowMask, *more: torch.Tensor) -> torch.Tensor:
+    """``fn(x, *more)`` for per-token ``fn``, computed only at the rows where ``rows`` (B, n) is True (all when
+    None), scattered back into zeros: (B, n, D_out). One host sync for the row count."""
+    if rows is None:
+        return fn(x, *more)
+    B, n = x.shape[:2]
+    idx = rows.flatten().nonzero().squeeze(1)  # (n_rows,) rows of the flattened (B * n)
+    y = fn(*(t.flatten(0, 1).index_select(0, idx) for t in (x, *more)))  # (n_rows, D_out)
+    return y.new_zeros(B * n, y.shape[-1]).index_copy(0, idx, y).view(B, n, -1)
+
+
 class StreamWeights(nn.Module):
     """One stream's parameters in a layer: fused QKV, output projection, FFN, two LayerNorms (post-LN)."""
 
@@ -103,54 +117,57 @@ class Layer(nn.Module):
         mask: torch.Tensor,
         first_only: bool = False,
         rows: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
+        real: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """t: (B, T, D) or None, v: (B, R, D) or None, mask from :func:`block_mask`.
 
         With shared weights and both streams the layer runs as one sequence ``[T; V]`` (one matmul per weight
-        instead of one per stream). Two ways to compute less in a last layer, whose keys and values still come
-        from every token:
+        instead of one per stream). Three ways to compute less, each leaving every other row's result unchanged:
 
-        - ``first_only`` returns each stream's first token only, (B, 1, D): the text ``[CLS]`` and image global
-          states that the ITM head reads (scoring: output projection and FFN run on two tokens);
-        - ``rows`` = ((B, T) bool, (B, R) bool) finishes (output projection, FFN) only those rows of each stream,
-          e.g. the ones the heads read in training; the other rows come back as zeros.
+        - ``real`` = ((B, T) bool, (B, R) bool), the real (non-padding) tokens of each stream: the per-token
+          projections (QKV, output, FFN) run on those rows only, and padding rows come back as zeros (on a CPU a
+          batch padded to its longest caption is about a quarter padding);
+        - ``first_only`` (a last layer) returns each stream's first token only, (B, 1, D): the text ``[CLS]`` and
+          image global states that the ITM head reads (scoring: output projection and FFN run on two tokens);
+        - ``rows`` = ((B, T) bool, (B, R) bool) (a last layer) finishes (output projection, FFN) only those rows
+          of each stream, e.g. the ones the heads read in training; the other rows come back as zeros.
+
+        Keys and values always come from every real token.
         """
         if len(self.streams) == 1 and t is not None and v is not None and not first_only:
             keep = None if rows is None else torch.cat(rows, dim=1)  # (B, T+R)
-            x = self._attend([(self.streams[0], torch.cat([t, v], dim=1), keep)], mask, False)[0]  # (B, T+R, D)
+            inp = None if real is None else torch.cat(real, dim=1)
+            x = self._attend([(self.streams[0], torch.cat([t, v], dim=1), inp, keep)], mask, False)[0]  # (B, T+R, D)
             return x[:, : t.shape[1]], x[:, t.shape[1] :]
         present = [(i, x) for i, x in enumerate((t, v)) if x is not None]
-        outs = self._attend([(self.weights(i), x, rows[i] if rows else None) for i, x in present], mask, first_only)
+        parts = [(self.weights(i), x, real[i] if real else None, rows[i] if rows else None) for i, x in present]
+        outs = self._attend(parts, mask, first_only)
         out: list[torch.Tensor | None] = [None, None]
         for (i, _), y in zip(present, outs):
             out[i] = y
         return out[0], out[1]
 
-    def _attend(
-        self, parts: list[tuple[StreamWeights, torch.Tensor, torch.Tensor | None]], mask: torch.Tensor, first_only: bool
-    ) -> list[torch.Tensor]:
-        """One SDPA call over the concatenated parts; each part then finishes with its own weights (at the rows
-        its keep mask selects, if it has one)."""
-        qkvs = [w.qkv(x) for w, x, _ in parts]
+    def _attend(self, parts: list[tuple[StreamWeights, torch.Tensor, RowMask, RowMask]], mask: torch.Tensor, first_only: bool) -> list[torch.Tensor]:
+        """One SDPA call over the concatenated parts ``(weights, x, input rows, kept rows)``: each part projects
+        its input rows (all if None) and then finishes with its own weights at its kept rows (all if None)."""
+        qkvs = [on_rows(w.qkv, x, inp) for w, x, inp, _ in parts]
         qkv = qkvs[0] if len(qkvs) == 1 else torch.cat(qkvs, dim=1)  # (B, N, 3D)
         B, N, D3 = qkv.shape
         q, k, val = qkv.view(B, N, 3, self.heads, D3 // (3 * self.heads)).permute(2, 0, 3, 1, 4)  # (B, H, N, hd)
-        lengths = [x.shape[1] for _, x, _ in parts]
+        lengths = [x.shape[1] for _, x, _, _ in parts]
         if first_only:
             starts = [sum(lengths[:i]) for i in range(len(lengths))]  # first token of each part (ints: no device copy)
             q = torch.cat([q[:, :, s : s + 1] for s in starts], dim=2)  # (B, H, P, hd)
             mask = torch.cat([mask[:, :, s : s + 1] for s in starts], dim=2) if mask.shape[2] > 1 else mask
-            parts, lengths = [(w, x[:, :1], None) for w, x, _ in parts], [1] * len(parts)
+            parts, lengths = [(w, x[:, :1], None, None) for w, x, _, _ in parts], [1] * len(parts)
         drop = self.attn_dropout if self.training else 0.0
         a = F.scaled_dot_product_attention(q, k, val, attn_mask=mask, dropout_p=drop)  # (B, H, Nq, hd)
         outs, start = [], 0
-        for (w, x, keep), n in zip(parts, lengths):
+        for (w, x, inp, keep), n in zip(parts, lengths):
             attended = a[:, :, start : start + n].transpose(1, 2).reshape(B, n, D3 // 3)  # (B, n, D), contiguous
-            if keep is None:
-                outs.append(w.finish(x, attended))
-            else:  # finish the kept rows only (one host sync for their count), scattered back into zeros
-                idx = keep.flatten().nonzero().squeeze(1)  # (n_keep,) rows of the flattened (B * n)
-                y = w.finish(x.flatten(0, 1).index_select(0, idx), attended.flatten(0, 1).index_select(0, idx))
-                outs.append(x.new_zeros(B * n, x.shape[-1]).index_copy(0, idx, y).view(B, n, -1))
+            if inp is not None:
+                keep = inp if keep is None else keep & inp
+            outs.append(on_rows(w.finish, x, keep, attended))
             start += n
         return outs
+

@@ -76,18 +76,29 @@ class MultimodalTransformer(nn.Module):
         masks: dict[str, torch.Tensor] = {}
         outputs = []
         layers = self.layers[start:stop]
+        real = self._real_rows(t, v, text_mask, img_mask)
         for i, layer in enumerate(layers):
             if layer.code not in masks:
                 masks[layer.code] = block_mask(layer.code, text_mask if t is not None else None, img_mask if v is not None else None)
             if i < len(layers) - 1 or last == "all":
-                t, v = layer(t, v, masks[layer.code])
+                t, v = layer(t, v, masks[layer.code], real=real)
             elif last == "first":
-                t, v = layer(t, v, masks[layer.code], first_only=True)  # (B, 1, D) each
+                t, v = layer(t, v, masks[layer.code], first_only=True, real=real)  # (B, 1, D) each
             else:
-                t, v = layer(t, v, masks[layer.code], rows=last)
+                t, v = layer(t, v, masks[layer.code], rows=last, real=real)
             if keep_all:
                 outputs.append((t, v))
         return t, v, outputs
+
+    @staticmethod
+    def _real_rows(t, v, text_mask, img_mask) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
+        """The real-token masks for :class:`Layer` ``real`` (per-token work on real rows only) on a CPU, where
+        every padding row costs as much as a real one; None on a GPU (padding is nearly free there, and the
+        row gathers would cost a host sync per layer) and inside ``torch.compile``."""
+        x = t if t is not None else v
+        if x is None or x.device.type != "cpu" or torch.compiler.is_compiling():
+            return None
+        return (text_mask if t is not None else None, img_mask if v is not None else None)
 
     def encode_text(
         self, text_ids: torch.Tensor, text_mask: torch.Tensor, n_layers: int | None = None, first_only: bool = False
