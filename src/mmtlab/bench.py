@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import time
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import ConfigError
+from .cpu import add_threads_option
 
 SHAPES = {
     "base": dict(width=768, heads=12, ffn=3072, text_len=40, regions=36, feat_dim=2048),
@@ -435,6 +437,7 @@ def run_bench(
         "device": dev.type,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
         "cpu_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # mmtlab.cpu: PASSIVE unless the user set one
         "torch": torch.__version__,
         "transformers": _transformers_version(),
         "python": platform.python_version(),
@@ -585,8 +588,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-peers", action="store_true", help="time only our models (e.g. for MFU at a large batch)")
     p.add_argument("--ablate", default="", help="turn off levers of ours (comma-separated): " + ", ".join(ABLATIONS))
     p.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP/s for MFU (default: 989 on H100/H200)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice); 1 is steadier on a shared CPU")
+    add_threads_option(p)
     p.add_argument("--profile", action="store_true", help="also print and save the top operators of our models' steps")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.set_defaults(func=_cmd_bench)

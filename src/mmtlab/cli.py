@@ -1,7 +1,8 @@
 """``mmtlab`` command line. Each area adds its subcommands through ``register(subparsers)`` in its own module;
 errors the user can fix (:class:`~mmtlab.errors.MmtlabError`: bad config, bad data, missing or damaged files,
 and a full disk or a missing permission) print one line and exit 2 (``--debug`` shows the traceback); any other
-exception is a bug and keeps its traceback."""
+exception is a bug and keeps its traceback. The CPU threading policy (:mod:`mmtlab.cpu`) is applied before the
+command runs, so before torch starts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from .cpu import apply_cpu_policy
 from .errors import ENVIRONMENT_ERRNOS, MmtlabError
 
 # Modules contributing subcommands: each defines ``register(subparsers)`` and keeps torch out of its imports.
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:
+        apply_cpu_policy(getattr(args, "threads", None))  # before any command imports torch
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("mmtlab: interrupted", file=sys.stderr)

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ..cpu import add_threads_option
+
 EVAL_EXAMPLE = """examples:
   mmtlab eval retrieval --run runs/merged --data data/flickr --out runs/merged/flickr.json
   mmtlab eval retrieval --run runs/merged --data data/flickr --scorer rerank --k 128 --shortlist runs/baseline --out r.json
@@ -50,6 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--fresh", action="store_true", help="delete OUT.scores/ from an earlier evaluation first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="FILE", help="results JSON (DESIGN.md §7)")
+    add_threads_option(p)
     p.set_defaults(func=_cmd_eval_retrieval)
 
     ft = subparsers.add_parser("finetune", help="fine-tune a run for a task (the paper's -ft models)")
@@ -61,6 +64,7 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="train", help="the split name the store must hold (default train)")
     p.add_argument("--out", default=None, metavar="RUN2", help="the new (fine-tuned) run directory")
     p.add_argument("--resume", default=None, metavar="RUN2", help="continue an interrupted fine-tuning run")
+    add_threads_option(p)
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="train settings, e.g. train.steps=300 train.lr=5e-5 train.batch_size=32")
     p.set_defaults(func=_cmd_finetune_retrieval)

@@ -10,14 +10,16 @@ from .grid import load_grid
 from .runner import run_study
 
 
-def run_demo(out: str | Path = "demo-out", quick: bool = False, progress: bool = True) -> Path:
-    """Run the ``demo`` (or ``demo-quick``) grid into ``out``; returns the report path."""
+def run_demo(out: str | Path = "demo-out", quick: bool = False, progress: bool = True, jobs: int = 2,
+             threads: int | None = None) -> Path:
+    """Run the ``demo`` (or ``demo-quick``) grid into ``out``, its runs in up to ``jobs`` processes at once
+    (:func:`~mmtlab.study.runner.run_study`); returns the report path."""
     out = Path(out)
     grid = load_grid("demo-quick" if quick else "demo")
     start = time.perf_counter()
     print(f"mmtlab demo: {len(grid.cells)} pretraining runs ({', '.join(c.preset for c in grid.cells)}), "
           f"zero-shot retrieval on the synthetic flickr test set -> {out}/")  # fmt: skip
-    run_study(grid, out, progress=progress)
+    run_study(grid, out, progress=progress, jobs=jobs, threads=threads)
     report = out / "results.md"
     print()
     print(report.read_text())

@@ -1,4 +1,4 @@
-"""Run a study: build its datasets once, then train and evaluate each cell, skipping finished ones.
+"""Run a study: train and evaluate each unfinished cell, generating the datasets it needs first (once per study).
 
 Layout of a study directory::
 
@@ -9,8 +9,8 @@ Layout of a study directory::
     DIR/cells/<cell>/record.json     written last: the cell is finished
     DIR/results.csv, results.md, *.png   (mmtlab study report DIR)
 
-Several ``mmtlab study`` processes may share one directory (e.g. one per core, ``OMP_NUM_THREADS=1``): each
-claims a cell (or a dataset to generate) with a lock file before working on it.
+Several processes may share one directory (``mmtlab study --jobs N`` starts N; separate ``mmtlab study``
+commands may join): each claims a cell (or a dataset to generate) with a lock file before working on it.
 """
 
 from __future__ import annotations
@@ -37,30 +37,43 @@ def dataset_dir(root: Path, name: str) -> Path:
     return root / "data" / name
 
 
-def prepare_data(grid: Grid, root: Path, log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Generate (once) or locate every store the grid uses; returns name -> store directory."""
-    from ..data import open_store, synthesize
+def check_given_stores(grid: Grid) -> None:
+    """Fail early, naming the path, when a dataset given as a directory is not a store."""
+    from ..data import open_store
 
-    paths: dict[str, Path] = {}
-    for name, spec in grid.datasets.items():
-        if "mix" in spec:
-            continue
+    for spec in grid.datasets.values():
         if "dir" in spec:
-            paths[name] = Path(spec["dir"])
-            open_store(paths[name])  # fails early, naming the path, if it is not a store
-            continue
-        out = dataset_dir(root, name)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        while not (out / "meta.json").exists():
-            with _claim(out.parent / f".{name}.lock") as mine:
-                if not mine:  # another study process is generating it
-                    time.sleep(1)
-                    continue
-                log(f"generating dataset {name}: style {spec['style']}, {spec.get('n', 'default')} images, noise {spec.get('noise', 0.0)}")
-                synthesize(out, style=spec["style"], n=spec.get("n"), noise=float(spec.get("noise", 0.0)),
-                           seed=int(spec.get("seed", 0)), split=spec.get("split"))  # fmt: skip
-        paths[name] = out
-    return paths
+            open_store(Path(spec["dir"]))
+
+
+def store_path(grid: Grid, root: Path, name: str, log: Callable[[str], None] = print) -> Path | None:
+    """The store of dataset ``name``: its given directory, or the one generated under ``root``, which this
+    process generates now unless another process is (then None: ask again later)."""
+    spec = grid.datasets[name]
+    if "dir" in spec:
+        return Path(spec["dir"])
+    out = dataset_dir(root, name)
+    if (out / "meta.json").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _claim(out.parent / f".{name}.lock") as mine:
+        if not mine:
+            return None
+        if not (out / "meta.json").exists():  # not finished by another process since we looked
+            from ..data import synthesize
+
+            log(f"generating dataset {name}: style {spec['style']}, {spec.get('n', 'default')} images, noise {spec.get('noise', 0.0)}")
+            synthesize(out, style=spec["style"], n=spec.get("n"), noise=float(spec.get("noise", 0.0)),
+                       seed=int(spec.get("seed", 0)), split=spec.get("split"))  # fmt: skip
+    return out
+
+
+def cell_stores(grid: Grid, root: Path, cell: Cell, log: Callable[[str], None] = print) -> dict[str, Path] | None:
+    """name -> store of every dataset the cell trains and is evaluated on, or None while another process still
+    generates one of them (each missing one that nobody generates is generated here first)."""
+    names = dict.fromkeys([*grid.train_datasets(cell.data), grid.eval["data"]])
+    paths = {name: store_path(grid, root, name, log) for name in names}
+    return None if None in paths.values() else paths  # type: ignore[return-value]
 
 
 def cell_overrides(grid: Grid, cell: Cell) -> dict[str, Any]:
@@ -148,35 +161,62 @@ def load_records(root: Path) -> dict[str, dict]:
     return records
 
 
-def run_study(grid: Grid, root: str | Path, torchrun: int = 0, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, dict]:
-    """Run every unfinished cell of ``grid`` under ``root`` and write the report; returns the records."""
+def run_study(grid: Grid, root: str | Path, torchrun: int = 0, progress: bool = True, log: Callable[[str], None] = print,
+              jobs: int = 1, threads: int | None = None) -> dict[str, dict]:
+    """Run every unfinished cell of ``grid`` under ``root`` and write the report; returns the records.
+
+    ``jobs`` > 1 runs up to that many worker processes (:mod:`mmtlab.study.jobs`) with ``threads`` torch threads
+    each (default: the available cores shared out); ``jobs=1`` works in this process."""
     from .report import write_report
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "grid.yaml").write_text(yaml.safe_dump(grid_to_dict(grid), sort_keys=False))
-    paths = prepare_data(grid, root, log)
-    records = load_records(root)
-    cells = grid.cells
-    for i, cell in enumerate(cells, 1):
-        if cell.key in records:
-            log(f"[{i}/{len(cells)}] {cell.key}: done, skipped")
-            continue
-        with _claim(root / "cells" / cell.key / "lock") as mine:
-            if not mine:
-                log(f"[{i}/{len(cells)}] {cell.key}: running in another process, skipped")
-                continue
-            record = root / "cells" / cell.key / "record.json"
-            if record.exists():  # another process finished it since we listed the records
-                log(f"[{i}/{len(cells)}] {cell.key}: done, skipped")
-                continue
-            log(f"[{i}/{len(cells)}] {cell.key}: training + evaluation")
-            records[cell.key] = run_cell(grid, cell, root, paths, torchrun, progress)
-        r1 = records[cell.key]["results"]["text_to_image"]["R@1"]
-        log(f"[{i}/{len(cells)}] {cell.key}: text->image R@1 {r1:.1f}%")
-    records = load_records(root)  # cells other processes finished meanwhile
+    check_given_stores(grid)
+    if jobs > 1:
+        from .jobs import run_jobs
+
+        run_jobs(grid, root, jobs, threads=threads, progress=progress, log=log)
+    else:
+        work(grid, root, torchrun, progress, log)
+    records = load_records(root)  # with the cells other processes finished meanwhile
     write_report(grid, root, records)
     return records
+
+
+def work(grid: Grid, root: Path, torchrun: int = 0, progress: bool = True, log: Callable[[str], None] = print,
+         log_skips: bool = True, started: Callable[[Cell], None] = lambda cell: None) -> None:
+    """Train and evaluate every unfinished cell that no other process holds, generating the datasets it needs
+    first. A cell whose data another process is still generating waits while the others go ahead. Any number
+    of processes may work on one study directory: cells and generated datasets are claimed with lock files.
+    ``started(cell)`` is called when this process takes a cell; ``log_skips`` logs the cells it leaves."""
+    cells = grid.cells
+    waiting = list(enumerate(cells, 1))
+    while waiting:
+        later = []
+        for i, cell in waiting:
+            tag = f"[{i}/{len(cells)}] {cell.key}"
+            record = root / "cells" / cell.key / "record.json"
+            if record.exists():
+                if log_skips:
+                    log(f"{tag}: done, skipped")
+                continue
+            paths = cell_stores(grid, root, cell, log)
+            if paths is None:  # another process is generating its data
+                later.append((i, cell))
+                continue
+            with _claim(root / "cells" / cell.key / "lock") as mine:
+                if not mine or record.exists():  # another process runs it, or finished it since we looked
+                    if log_skips:
+                        log(f"{tag}: {'done' if record.exists() else 'running in another process'}, skipped")
+                    continue
+                started(cell)
+                log(f"{tag}: training + evaluation")
+                r1 = run_cell(grid, cell, root, paths, torchrun, progress)["results"]["text_to_image"]["R@1"]
+            log(f"{tag}: text->image R@1 {r1:.1f}%")
+        if later:
+            time.sleep(1)
+        waiting = later
 
 
 @contextlib.contextmanager

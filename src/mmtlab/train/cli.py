@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ..cpu import add_threads_option
+
 EXAMPLE = """examples:
   mmtlab train --preset merged --loss itm+mlm+mrm --data data/coco --scale tiny --out runs/merged
   mmtlab train --preset merged --data data/coco data/cc data.sampling=dataset train.steps=2000 --out runs/mix
@@ -27,6 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--scale", default=None, choices=("paper", "tiny"), help="model scale (default paper)")
     p.add_argument("--out", default=None, metavar="RUN", help="new run directory")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the run in RUN from its checkpoint")
+    add_threads_option(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=2000 loss.weights.mlm=0.5")
     p.set_defaults(func=_cmd_train)
 
