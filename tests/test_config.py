@@ -94,3 +94,26 @@ def test_import_is_light():
     code = "import sys, mmtlab; mmtlab.list_presets(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_each_scale_has_its_training_recipe_and_overrides_win(tmp_path):
+    """The tiny scale's recipe (presets/recipes.yaml) fills the run config under the user's overrides, the paper
+    scale keeps the paper's settings, and the resolved values are what config.yaml records."""
+    from mmtlab.presets import scale_recipe
+    from mmtlab.train.config import load_run_config, make_run_config
+
+    paper = make_run_config("merged", scale="paper")
+    assert (paper.model.dropout, paper.train.lr, paper.train.grad_clip, paper.loss.itm_inputs) == (0.1, 1e-4, 1.0, "masked")
+    assert paper.train.warmup == paper.train.steps // 10
+    tiny = make_run_config("merged", scale="tiny")
+    recipe = scale_recipe("tiny")
+    assert recipe and scale_recipe("paper") == {}
+    for key, value in recipe.items():
+        section, name = key.split(".")
+        assert getattr(getattr(tiny, section), name) == value, key
+    assert model_config("merged", "tiny").dropout == recipe["model.dropout"]  # build_model(scale="tiny") agrees
+    mine = make_run_config("merged", scale="tiny", overrides={"train.lr": 3e-4, "model.dropout": 0.1, "loss.itm_inputs": "masked"})
+    assert (mine.train.lr, mine.model.dropout, mine.loss.itm_inputs) == (3e-4, 0.1, "masked")
+    assert mine.train.grad_clip == recipe["train.grad_clip"]
+    save_yaml(tiny, tmp_path / "config.yaml")
+    assert load_run_config(tmp_path) == tiny

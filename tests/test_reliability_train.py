@@ -84,7 +84,7 @@ def test_a_checkpoint_that_diverges_at_once_is_replaced_by_the_previous_one(stor
 
 
 def test_resume_with_a_lower_lr_uses_it(store, tmp_path):
-    cfg = tiny_cfg(store, **{"train.steps": "2", "train.warmup_steps": "0", "train.log_every": "1"})
+    cfg = tiny_cfg(store, **{"train.steps": "2", "train.warmup_steps": "0", "train.log_every": "1", "train.lr": "1e-4"})
     train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoint.prev").exists()  # a finished run keeps one checkpoint
     resumed = tiny_cfg(store, **{"train.steps": "4", "train.warmup_steps": "0", "train.log_every": "1", "train.lr": "5e-5"})

@@ -26,13 +26,17 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 def _cmd_presets(args: argparse.Namespace) -> int:
     from .data import STYLES
-    from .presets import list_loss_sets, loss_set, preset_table
+    from .presets import SCALES, list_loss_sets, loss_set, preset_table, scale_recipe
 
     print(preset_table(markdown=args.markdown))
     if not args.markdown:
         print("\nloss sets:")
         for name in list_loss_sets():
             print(f"  {name:<16} {loss_set(name)['description']}")
+        print("\ntraining recipe of each scale (defaults under your key=value overrides):")
+        for scale in SCALES:
+            recipe = " ".join(f"{k}={v}" for k, v in scale_recipe(scale).items()) or "the paper's settings"
+            print(f"  {scale:<16} {recipe}")
         print("\ndata styles (synthetic world):")
         for name, description in STYLES.items():
             print(f"  {name:<16} {description}")

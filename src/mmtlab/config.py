@@ -56,6 +56,7 @@ class ModelConfig:
     image_size: int = 64  # pixel path: input resolution
     patch_size: int = 8  # pixel path: patch side
     ln_eps: float = 1e-12
+    init_std: float = 0.02  # std of the normal init of every weight matrix and embedding (BERT's 0.02)
 
     def __post_init__(self) -> None:
         self.schedule = str(self.schedule).upper()
@@ -67,7 +68,7 @@ class ModelConfig:
                 f"model.schedule: unknown layer code(s) {bad} in {self.schedule!r}; valid codes: "
                 + ", ".join(LAYER_CODES)
             )
-        for name in ("width", "heads", "ffn", "feat_dim", "vocab_size", "max_positions", "proj_dim"):
+        for name in ("width", "heads", "ffn", "feat_dim", "vocab_size", "max_positions", "proj_dim", "init_std"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name}: must be positive, got {getattr(self, name)}")
         if self.width % self.heads:

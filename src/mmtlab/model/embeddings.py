@@ -68,8 +68,8 @@ class PatchEmbedding(nn.Module):
         self.proj = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.global_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.position = nn.Parameter(torch.zeros(1, 1 + self.grid**2, cfg.width))
-        nn.init.normal_(self.global_token, std=0.02)
-        nn.init.normal_(self.position, std=0.02)
+        nn.init.normal_(self.global_token, std=cfg.init_std)
+        nn.init.normal_(self.position, std=cfg.init_std)
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
         self.drop = nn.Dropout(cfg.dropout)
         self.image_size = cfg.image_size

@@ -35,14 +35,15 @@ class MultimodalTransformer(nn.Module):
         self.proj = ProjectionHead(config)
         self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
+    def _init_weights(self, m: nn.Module) -> None:
+        """BERT's initialisation: weights and embeddings ~ N(0, ``init_std``), biases 0, LayerNorms (1, 0)."""
+        std = self.config.init_std
         if isinstance(m, (nn.Linear, nn.Embedding, nn.Conv2d)):
-            nn.init.normal_(m.weight, std=0.02)
+            nn.init.normal_(m.weight, std=std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, RegionEmbedding):
-            nn.init.normal_(m.mask, std=0.02)
+            nn.init.normal_(m.mask, std=std)
 
     # ----------------------------------------------------------------------------------- inputs
     def embed_text(self, text_ids: torch.Tensor) -> torch.Tensor:

@@ -59,8 +59,17 @@ def model_config(name: str, scale: str = "paper", **overrides: Any) -> ModelConf
     if scale == "tiny":
         values.update(spec["tiny"])
         values.update(entry.get("tiny") or {})
+    values.update({k.removeprefix("model."): v for k, v in scale_recipe(scale).items() if k.startswith("model.")})
     values.update(overrides)
     return from_dict(ModelConfig, values, prefix="model")
+
+
+def scale_recipe(scale: str) -> dict[str, Any]:
+    """The training recipe of ``scale`` (``recipes.yaml``): dotted run-config keys (``model.dropout``,
+    ``train.lr``, ``loss.itm_inputs``, ...) -> value, the defaults under the user's overrides."""
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; valid scales: {', '.join(SCALES)}")
+    return dict(_load("recipes.yaml")[scale] or {})
 
 
 def loss_set(name: str) -> dict[str, Any]:
@@ -71,7 +80,7 @@ def loss_set(name: str) -> dict[str, Any]:
     return dict(sets[name])
 
 
-__all__ = ["SCALES", "DEFAULT_LOSS", "list_presets", "list_loss_sets", "preset_info", "model_config", "loss_set"]
+__all__ = ["SCALES", "DEFAULT_LOSS", "list_presets", "list_loss_sets", "preset_info", "model_config", "scale_recipe", "loss_set"]
 
 
 def preset_rows() -> list[dict[str, Any]]:

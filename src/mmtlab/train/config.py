@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from ..config import ConfigError, ModelConfig, apply_overrides, from_dict, load_yaml
 from ..data.config import DataConfig
-from ..presets import SCALES, loss_set, model_config, preset_info
+from ..presets import SCALES, loss_set, model_config, preset_info, scale_recipe
 
 # Every loss term the trainer knows (DESIGN.md §2), plus ``itc`` (not one of the paper's loss sets).
 LOSS_TERMS = ("itm", "mlm", "mrm-kl", "mrm-cls", "mrm-reg", "itm-contrastive", "itc")
@@ -185,14 +185,16 @@ def make_run_config(
     overrides: Mapping[str, Any] | None = None,
     val_dir: str | None = None,
 ) -> RunConfig:
-    """Resolve a run: preset at ``scale`` + loss set (default: the preset's) + ``key=value`` overrides.
+    """Resolve a run: preset at ``scale`` + loss set (default: the preset's) + the scale's training recipe
+    (:func:`mmtlab.presets.scale_recipe`) + ``key=value`` overrides (which win over the recipe).
 
     When ``data_dirs`` are given, ``model.feat_dim`` and ``model.n_region_classes`` come from the stores'
     meta unless an override sets them (then they must agree). ``loss.weights.<term>=w`` sets one weight.
     """
-    overrides = dict(overrides or {})
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; valid scales: {', '.join(SCALES)}")
+    recipe = {k: v for k, v in scale_recipe(scale).items() if not k.startswith("model.")}  # model.*: model_config
+    overrides = recipe | dict(overrides or {})
     loss = loss or preset_info(preset)["loss"]
     weight_overrides, overrides = _split_term_overrides(overrides, "loss.weights.")
     start_overrides, overrides = _split_term_overrides(overrides, "loss.start.")
