@@ -299,8 +299,8 @@ def test_a_term_counts_from_its_start_step():
 
 def test_clean_itm_inputs_score_itm_on_unmasked_pairs():
     """``loss.itm_inputs=clean`` (UNITER): ITM comes from its own pass over the unmasked pairs, MLM and MRM from a
-    pass over the masked batch in which every pair is matched; ``masked`` (the default) scores ITM on masked
-    inputs."""
+    second pass over the pairs ITM kept matched, masked (the pairs they are scored on in the one-pass form);
+    ``masked`` (the default) scores ITM on masked inputs."""
     model, b = tiny_model().eval(), random_batch(B=8)
     with torch.no_grad():  # an ITM head far from ln 2, so that masked and clean inputs score apart
         for layer in (model.itm[-1].text_pool, model.itm[-1].img_pool, model.itm[-1].classifier):
@@ -316,6 +316,11 @@ def test_clean_itm_inputs_score_itm_on_unmasked_pairs():
     _, masked = PretrainingLoss(LossConfig(weights=weights))(model, b, step=0)
     assert abs(masked["itm"].item() - clean["itm"].item()) > 1e-3
     assert set(clean) == set(masked) == set(weights)
+    seen = []  # the second pass: the matched pairs of the ITM batch, and only those
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0]["text_ids"].shape[0]))
+    torch.manual_seed(4)
+    PretrainingLoss(LossConfig(weights=weights, itm_inputs="clean"))(model, b, step=0)
+    assert seen == [8, int(labels.sum())]
     with pytest.raises(ConfigError, match="itm_inputs"):
         LossConfig(itm_inputs="noisy")
 

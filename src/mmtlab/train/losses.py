@@ -189,9 +189,11 @@ class PretrainingLoss:
 
     def fused_terms(self, model: torch.nn.Module, batch: dict, similarity: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """ITM, MLM and MRM (only the active ones): from one forward pass over the corrupted batch, or with
-        ``loss.itm_inputs=clean`` ITM from its own pass over unmasked pairs and MLM / MRM from a pass over the
-        masked, all-matched batch. ``similarity``: the batch's (B, B) caption-to-image logits from the ``itc``
-        term, for ``loss.itm_negatives=itc``."""
+        ``loss.itm_inputs=clean`` ITM from its own pass over unmasked pairs and MLM / MRM from a second pass over
+        the pairs that ITM kept matched, masked -- the same pairs MLM and MRM are scored on in the one-pass
+        form, so the two forms differ only in what the ITM head reads (the second pass costs about half a
+        step). ``similarity``: the batch's (B, B) caption-to-image logits from the ``itc`` term, for
+        ``loss.itm_negatives=itc``."""
         cfg, w = self.cfg, self.cfg.weight
         needs_masking = w("mlm") or any(w(t) for t in MRM_TERMS)
         if w("itm"):
@@ -199,7 +201,10 @@ class PretrainingLoss:
             if cfg.itm_inputs == "masked" or not needs_masking:
                 return self.masked_terms(model, x, labels)
             terms = {"itm": itm_loss(model(x, full_states=False), labels)}
-            return terms | self.masked_terms(model, dict(batch), None)
+            matched = labels.bool()
+            if not bool(matched.any()):  # (a tiny micro-batch of negatives only) MLM / MRM on every pair instead
+                matched = torch.ones_like(matched)
+            return terms | self.masked_terms(model, {k: v[matched] for k, v in x.items()}, None)
         return self.masked_terms(model, dict(batch), None)
 
     def masked_terms(self, model: torch.nn.Module, x: dict, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
