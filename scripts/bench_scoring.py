@@ -1,7 +1,7 @@
 """Exhaustive ITM scoring speed, with and without the unimodal cache (issue 5).
 
-For each preset and scale, scores every pair of ``--captions`` x ``--images`` random inputs of the DESIGN.md §8
-shape (40 word pieces, 36 regions + the global token, 2048-d features) two ways:
+For each preset and scale, scores every pair of ``--captions`` x ``--images`` random inputs of the base benchmark
+shape (40 word pieces, 36 regions + the global token, 2048-d features; docs/design.md, "Benchmark shape") two ways:
 
 * ``cache``: :func:`mmtlab.eval.scorers.encode_texts` / ``encode_images`` once per caption and image (embeddings
   + the unimodal prefix), then :func:`~mmtlab.eval.scorers.exhaustive_scores` runs the rest per pair (the

@@ -1,4 +1,5 @@
-"""The model family: every preset runs and learns, every layer code routes information as DESIGN.md §1 says."""
+"""The model family: every preset runs and learns, every layer code routes information as docs/design.md, "Layer
+codes", says."""
 
 from __future__ import annotations
 

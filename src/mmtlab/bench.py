@@ -1,6 +1,7 @@
 """``mmtlab bench``: our models against the implementations people use today, in one process on one device.
 
-Two comparisons (DESIGN.md §8, issue 7), each at the same width / heads / FFN, batch, text length and regions:
+Two comparisons (docs/design.md, "Benchmark shape"; issue 7), each at the same width / heads / FFN, batch, text
+length and regions:
 
 * ours ``single-stream`` at 12 layers (``M`` x 12, ``shared: true``) vs Hugging Face ``VisualBertForPreTraining``;
 * ours two-stream ``U`` x 9 + ``C`` x 5 vs HF ``LxmertForPreTraining`` (9 language + 5 object + 5 cross layers).
@@ -69,7 +70,7 @@ PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H200 NVL": 835e12, 
 
 # ------------------------------------------------------------------------------------------------ inputs
 def make_inputs(shape: dict, batch: int, device, seed: int = 0) -> dict:
-    """Random inputs in the batch contract (DESIGN.md §1), plus the MLM positions and ITM labels.
+    """Random inputs in the batch contract (docs/design.md, "The batch dict"), plus the MLM positions and ITM labels.
 
     Every sample has all ``text_len`` word pieces and ``regions`` regions real (no padding), and the same
     number of MLM positions (never ``[CLS]``), so all contenders see identical work.

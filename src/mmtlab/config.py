@@ -34,7 +34,7 @@ class ConfigError(MmtlabError, ValueError):
 
 @dataclass
 class ModelConfig:
-    """Architecture of one multimodal transformer (DESIGN.md §1)."""
+    """Architecture of one multimodal transformer (docs/design.md, "The model")."""
 
     schedule: str = "MMMMMM"  # one layer code per layer: M C L I U
     shared: bool = False  # single stream: one set of layer weights for text and image

@@ -1,5 +1,5 @@
 """mmtlab.data: the synthetic world, readers for real corpora, the memory-mapped store, tokenisation, collation
-and dataset mixtures (DESIGN.md §3, docs/data.md).
+and dataset mixtures (docs/design.md, "The store", "Loading batches"; docs/data.md).
 
 Importing this package loads numpy but not torch: the collators and the loader load on first use.
 """

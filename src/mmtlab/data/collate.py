@@ -1,4 +1,5 @@
-"""Turn captions and stored images into the batch contract (DESIGN.md §1): padding, global token, boxes."""
+"""Turn captions and stored images into the batch contract (docs/design.md, "The batch dict"): padding, global
+token, boxes."""
 
 from __future__ import annotations
 

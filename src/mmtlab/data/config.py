@@ -12,7 +12,8 @@ SAMPLING = ("instance", "dataset")
 
 @dataclass
 class DataConfig:
-    """Loading options (DESIGN.md §3). ``weights`` re-weights the datasets of a mixture (one per data dir)."""
+    """Loading options (docs/design.md, "Loading batches"). ``weights`` re-weights the datasets of a mixture (one
+    per data dir)."""
 
     max_text_len: int = 40  # word pieces, [CLS] and [SEP] included
     max_regions: int = 36  # regions per image, the global token excluded (the paper used up to 100)

@@ -1,5 +1,5 @@
 """The synthetic world: scenes of shapes, rendered as pixels and as detector regions, captioned in styles that
-mirror the paper's pretraining corpora and its test set (DESIGN.md §3).
+mirror the paper's pretraining corpora and its test set (docs/design.md, "The synthetic world").
 
 A scene holds 1-4 objects (8 shapes x 8 colours x 3 sizes) on a 4 x 4 grid. Each image gets
 

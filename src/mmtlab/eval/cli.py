@@ -51,7 +51,7 @@ def register(subparsers) -> None:
                         "compiling: for long evaluations)")
     p.add_argument("--fresh", action="store_true", help="delete OUT.scores/ from an earlier evaluation first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, metavar="FILE", help="results JSON (DESIGN.md §7)")
+    p.add_argument("--out", required=True, metavar="FILE", help="results JSON (fields: docs/design.md, 'Results files')")
     add_threads_option(p)
     p.set_defaults(func=_cmd_eval_retrieval)
 

@@ -1,4 +1,5 @@
-"""Retrieval metrics of the paper's protocol (DESIGN.md §5): R@1/5/10, median and mean rank, both directions.
+"""Retrieval metrics of the paper's protocol (docs/design.md, "Evaluation"): R@1/5/10, median and mean rank, both
+directions.
 
 Ranks are 1-based and **pessimistic**: an item's rank is ``1 + the number of wrong items scoring >= it``, so
 a tie with a wrong item counts against the model (a constant scorer gets the worst rank, not a lucky one).

@@ -148,7 +148,7 @@ def evaluate_retrieval(
     protocol: str = "zero-shot",
     progress: bool = True,
 ) -> dict:
-    """Retrieval results (DESIGN.md §7) of ``model`` on ``store`` (a split view).
+    """Retrieval results (docs/design.md, "Results files") of ``model`` on ``store`` (a split view).
 
     ``scorer``: ``exhaustive`` (every pair, ITM match log-odds), ``rerank`` (shortlist of ``k`` by embedding
     cosine, then the ITM head) or ``dual`` (embedding cosine). Embeddings come from ``shortlist_model`` when

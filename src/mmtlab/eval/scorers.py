@@ -1,4 +1,4 @@
-"""Scorers: a model's (n_captions, n_images) score matrix, three ways (DESIGN.md §5).
+"""Scorers: a model's (n_captions, n_images) score matrix, three ways (docs/design.md, "Evaluation").
 
 * :func:`exhaustive_scores` - every pair through the cross-encoder's ITM head. The unimodal prefix (embeddings
   and leading ``U`` layers) is computed once per caption and once per image (:func:`encode_texts`,

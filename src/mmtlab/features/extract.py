@@ -12,7 +12,7 @@ Backbone ``efficientnet-lite0`` (ImageNet EfficientNet-Lite0, :mod:`mmtlab.featu
 
 Extraction is batched, resumable (finished chunks of ``chunk_size`` images are kept in ``OUT.parts/`` and
 skipped on a rerun) and skips unreadable images, counting them; past ``max_bad_fraction`` it stops with an error
-naming some of them (the data rule of DESIGN.md §3) and writes no store.
+naming some of them (the bad-input rule of docs/design.md, "Real corpora and bad input") and writes no store.
 """
 
 from __future__ import annotations

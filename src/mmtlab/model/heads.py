@@ -12,8 +12,8 @@ from ..config import ModelConfig
 
 
 class ITMHead(nn.Module):
-    """Image-text matching (DESIGN.md §1): text ``[CLS]`` and image global state, each through a dense+tanh
-    pooler, multiplied element-wise, then a linear layer to 2 logits (index 1 = match)."""
+    """Image-text matching (docs/design.md, "The model"): text ``[CLS]`` and image global state, each through a
+    dense+tanh pooler, multiplied element-wise, then a linear layer to 2 logits (index 1 = match)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

@@ -1,4 +1,4 @@
-"""The batch contract (DESIGN.md §1) and its checks.
+"""The batch contract (docs/design.md, "The batch dict") and its checks.
 
 =============  =====================  =============================================================
 key            shape, dtype           meaning

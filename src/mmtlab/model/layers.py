@@ -2,7 +2,7 @@
 
 Every code is the same computation: queries, keys and values of both streams are concatenated into one
 ``[T; V]`` sequence and attended with a single ``scaled_dot_product_attention`` call, under a 2x2 block
-mask saying which stream's queries may see which stream's keys (DESIGN.md §1):
+mask saying which stream's queries may see which stream's keys (docs/design.md, "Layer codes"):
 
 ======  =================  ==================
 code    text queries see   image queries see

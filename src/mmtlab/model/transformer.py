@@ -1,4 +1,4 @@
-"""The multimodal transformer: embeddings -> a schedule of layers -> heads (DESIGN.md §1).
+"""The multimodal transformer: embeddings -> a schedule of layers -> heads (docs/design.md, "The model").
 
     batch ──► TextEmbedding ──► T ─┐
                                    ├─► Layer(code_1) ─► ... ─► Layer(code_L) ─► heads

@@ -1,4 +1,4 @@
-"""Pretraining: the losses of the study, the trainer, checkpoints (DESIGN.md §2, §4).
+"""Pretraining: the losses of the study, the trainer, checkpoints (docs/design.md, "Loss terms", "The run directory").
 
 ``RunConfig`` / ``make_run_config`` load without torch; the rest (``train``, ``load_run``, the losses)
 import torch on first use, so ``mmtlab --help`` stays fast.

@@ -16,7 +16,7 @@ from ..config import ConfigError, ModelConfig, apply_overrides, from_dict, load_
 from ..data.config import DataConfig
 from ..presets import SCALES, loss_set, model_config, preset_info, scale_recipe
 
-# Every loss term the trainer knows (DESIGN.md §2), plus ``itc`` (not one of the paper's loss sets).
+# Every loss term the trainer knows (docs/design.md, "Loss terms"), plus ``itc`` (not one of the paper's loss sets).
 LOSS_TERMS = ("itm", "mlm", "mrm-kl", "mrm-cls", "mrm-reg", "itm-contrastive", "itc")
 MRM_TERMS = ("mrm-kl", "mrm-cls", "mrm-reg")
 ITM_SWAP = ("image", "caption", "either")

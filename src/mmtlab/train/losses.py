@@ -1,4 +1,4 @@
-"""The pretraining losses (DESIGN.md §2) and :class:`PretrainingLoss`, which combines a loss set.
+"""The pretraining losses (docs/design.md, "Loss terms") and :class:`PretrainingLoss`, which combines a loss set.
 
 =====================  ==============================================================================
 term                   what
