@@ -1,12 +1,15 @@
-"""Learnability on the synthetic world: a tiny cross-encoder (2 merged layers, width 128), pretrained for 200 steps
-on `coco` with ITM + itc, retrieves `flickr` images far above chance by its ITM head alone (docs/training.md,
-"Learnability").
+"""Learnability on the synthetic world: a tiny cross-encoder (2 merged layers, width 128), pretrained with the
+paper's own losses (ITM + MLM + MRM) and the tiny scale's recipe for 700 steps, leaves the ITM plateau at ln 2
+and ranks `flickr` images well above chance by its ITM head alone (docs/training.md, "Learnability").
 
 Not a timed test and not a benchmark: it guards against the failures that kept every cross-encoder at chance
-before (an ITM loss stuck at ln 2, a shortcut in the data). Deterministic on CPU (fixed seeds, one thread).
+(an ITM loss stuck at ln 2 -- BERT's init at width 128 or ITM on masked inputs did that --, a shortcut in the
+data). Deterministic on CPU (fixed seeds, one thread).
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -17,30 +20,35 @@ from mmtlab.train import make_run_config, train
 
 pytestmark = pytest.mark.slow
 
-RECIPE = {
-    "train.steps": 200, "train.batch_size": 48, "train.lr": 0.001, "train.warmup_steps": 20,
-    "train.ckpt_every": 200, "train.progress": "false", "data.num_workers": 0, "data.max_regions": 12,
-    "loss.weights.itc": 0.5,
-}  # fmt: skip
-N_TEST = 50  # images; chance R@1 = 2%
+STEPS = 700
+RUN = {
+    "train.steps": STEPS, "train.batch_size": 48, "train.ckpt_every": STEPS, "train.progress": "false",
+    "data.num_workers": 0, "data.max_regions": 12,
+}  # fmt: skip; everything else is the tiny scale's recipe (presets/recipes.yaml)
+N_TEST = 50  # images; chance: R@1 2%, R@10 20%, mean rank 25.5
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
-    synthesize(root / "coco", style="coco", n=800, seed=0, feat_dim=64)
-    synthesize(root / "flickr", style="flickr", n=N_TEST, seed=1, feat_dim=64)
+    synthesize(root / "coco", style="coco", n=800, seed=0)
+    synthesize(root / "flickr", style="flickr", n=N_TEST, seed=1)
     return root
 
 
-def test_a_tiny_merged_model_retrieves_far_above_chance(world, tmp_path):
+def test_a_tiny_cross_encoder_leaves_the_itm_plateau_and_ranks_well_above_chance(world, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same arithmetic on every machine
     try:
-        cfg = make_run_config("vilbert-2block", "itm", "tiny", [str(world / "coco")], RECIPE)
+        cfg = make_run_config("vilbert-2block", "itm+mlm+mrm", "tiny", [str(world / "coco")], RUN)
         run = train(cfg, tmp_path / "run")
         result = evaluate_run(run, world / "flickr", scorer="exhaustive", device="cpu", progress=False)
     finally:
         torch.set_num_threads(threads)
-    chance = 100 / N_TEST  # measured on the development machine: R@1 16.8% (8.4x chance), R@10 69.2%
-    assert result["text_to_image"]["R@1"] > 5 * chance, result["text_to_image"]
+    logged = [r["itm"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "itm" in r]
+    # measured on the development machine: ITM loss 0.693 until step ~200, 0.43 at the end; R@1 6.0%, R@10 52.8%,
+    # mean rank 11.4 (chance 2%, 20%, 25.5)
+    assert sum(logged[-3:]) / 3 < 0.55, logged
+    t2i = result["text_to_image"]
+    assert t2i["R@10"] > 2 * 10 * 100 / N_TEST, t2i
+    assert t2i["mean_rank"] < 0.6 * (N_TEST + 1) / 2, t2i

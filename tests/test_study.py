@@ -94,7 +94,14 @@ def test_shipped_grids_parse():
     assert {"paper-small", "paper", "demo", "demo-quick"} <= set(shipped_grids())
     small = load_grid("paper-small")
     assert {c.name for c in small.comparisons} == {"data", "attention", "losses"}
-    assert len(small.claims) == 6 and small.overrides["train.lr"] == 6e-4
+    assert len(small.claims) == 6 and small.scale == "tiny"
+    # the paper's own losses in every cell: no itc term, the base loss set wherever the loss is not the axis
+    for grid in (small, load_grid("demo"), load_grid("demo-quick")):
+        assert not any("itc" in key for key in grid.overrides), grid.name
+    losses = {c.loss for c in small.cells if c.preset != "baseline"}
+    assert losses == {"itm+mlm+mrm", "itm+mrm", "itm+mlm", "contrastive4", "itm"}
+    assert {c.loss for c in small.cells if c.data != "coco"} == {"itm+mlm+mrm"}
+    assert {c.loss for c in load_grid("demo").cells} == {"itm+mlm+mrm"}
     assert load_grid("demo", seeds=[3, 4]).seeds == [3, 4]
     with pytest.raises(ConfigError, match="unknown study 'paper-big'; valid studies: demo, demo-quick, paper, paper-small"):
         load_grid("paper-big")
@@ -184,7 +191,7 @@ def test_demo_quick_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     md = (out / "results.md").read_text()
-    assert "| `coco` | `merged` | `itm` |" in md and "| `coco` | `single-modality` | `itm` |" in md
+    assert "| `coco` | `merged` | `itm+mlm+mrm` |" in md and "| `coco` | `single-modality` | `itm+mlm+mrm` |" in md
     assert "merged attention beats modality-specific attention" in md and md in printed
     assert (out / "attention.png").read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.DictReader(open(out / "results.csv")))
