@@ -1,6 +1,6 @@
 """Learnability on the synthetic world: a tiny cross-encoder (2 merged layers, width 128), pretrained with the
 paper's own losses (ITM + MLM + MRM) and the tiny scale's recipe for 700 steps, leaves the ITM plateau at ln 2
-and ranks `flickr` images well above chance by its ITM head alone (docs/training.md, "Learnability").
+and ranks `flickr` images far above chance by its ITM head alone (docs/training.md, "Learnability").
 
 Not a timed test and not a benchmark: it guards against the failures that kept every cross-encoder at chance
 (an ITM loss stuck at ln 2 -- BERT's init at width 128 or ITM on masked inputs did that --, a shortcut in the
@@ -36,7 +36,7 @@ def world(tmp_path_factory):
     return root
 
 
-def test_a_tiny_cross_encoder_leaves_the_itm_plateau_and_ranks_well_above_chance(world, tmp_path):
+def test_a_tiny_cross_encoder_leaves_the_itm_plateau_and_ranks_far_above_chance(world, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same arithmetic on every machine
     try:
@@ -46,9 +46,10 @@ def test_a_tiny_cross_encoder_leaves_the_itm_plateau_and_ranks_well_above_chance
     finally:
         torch.set_num_threads(threads)
     logged = [r["itm"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "itm" in r]
-    # measured on the development machine: ITM loss 0.693 until step ~200, 0.43 at the end; R@1 6.0%, R@10 52.8%,
-    # mean rank 11.4 (chance 2%, 20%, 25.5)
-    assert sum(logged[-3:]) / 3 < 0.55, logged
+    # measured on the development machine: ITM loss 0.25 at the end (ln 2 = 0.693 at the start); R@1 20.8%, R@10 85.6%,
+    # mean rank 5.0 (chance 2%, 20%, 25.5)
+    assert sum(logged[-3:]) / 3 < 0.5, logged
     t2i = result["text_to_image"]
+    assert t2i["R@1"] > 5 * 100 / N_TEST, t2i
     assert t2i["R@10"] > 2 * 10 * 100 / N_TEST, t2i
-    assert t2i["mean_rank"] < 0.6 * (N_TEST + 1) / 2, t2i
+    assert t2i["mean_rank"] < 0.5 * (N_TEST + 1) / 2, t2i
