@@ -84,10 +84,11 @@ def test_a_checkpoint_that_diverges_at_once_is_replaced_by_the_previous_one(stor
 
 
 def test_resume_with_a_lower_lr_uses_it(store, tmp_path):
-    cfg = tiny_cfg(store, **{"train.steps": "2", "train.warmup_steps": "0", "train.log_every": "1", "train.lr": "1e-4"})
+    decay = {"train.warmup_steps": "0", "train.log_every": "1", "train.min_lr_ratio": "0"}  # linear decay to 0
+    cfg = tiny_cfg(store, **{"train.steps": "2", "train.lr": "1e-4", **decay})
     train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoint.prev").exists()  # a finished run keeps one checkpoint
-    resumed = tiny_cfg(store, **{"train.steps": "4", "train.warmup_steps": "0", "train.log_every": "1", "train.lr": "5e-5"})
+    resumed = tiny_cfg(store, **{"train.steps": "4", "train.lr": "5e-5", **decay})
     train(resumed, tmp_path / "run", resume=True)
     lrs = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())]
     assert lrs[:2] == pytest.approx([1e-4, 0.5e-4]) and lrs[2:] == pytest.approx([5e-5 * 0.5, 5e-5 * 0.25])
