@@ -19,13 +19,9 @@ from mmtlab.data.config import DataConfig
 from mmtlab.data.importer import import_dataset
 from mmtlab.data.store import DataError, StoreWriter, open_store
 
+from cli_faults import one_line_error
+
 FIX = Path(__file__).parent / "fixtures" / "data"
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("mmtlab: error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def write_store(path: Path, n_images: int = 3) -> Path:

@@ -16,6 +16,8 @@ from mmtlab.model import build_from_config
 from mmtlab.train.checkpoint import save_weights
 from mmtlab.train.config import make_run_config
 
+from cli_faults import Payload, one_line_error
+
 FEAT = 32
 
 
@@ -38,12 +40,6 @@ def run(tmp_path):
 
 def evaluate(run, flickr, out, *extra) -> int:
     return main(["eval", "retrieval", "--run", str(run), "--data", str(flickr), "--out", str(out), "--no-progress", *extra])
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("mmtlab: error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 @pytest.mark.parametrize("target,message", [
@@ -92,15 +88,8 @@ def test_a_pickle_payload_in_a_score_chunk_never_runs(run, flickr, tmp_path, cap
     assert evaluate(run, flickr, out) == 0
     marker = tmp_path / "ran"
     chunk = sorted((tmp_path / "r.json.scores").glob("chunk_*.pt"))[0]
-    torch.save({"captions": _Payload(str(marker)), "scores": torch.zeros(1)}, chunk)
+    torch.save({"captions": Payload(str(marker)), "scores": torch.zeros(1)}, chunk)
     capsys.readouterr()
     assert evaluate(run, flickr, out) == 2
     assert "damaged score chunk" in one_line_error(capsys) and not marker.exists()
 
-
-class _Payload:
-    def __init__(self, path: str):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))

@@ -21,6 +21,8 @@ from mmtlab.train.checkpoint import latest_checkpoint, load_state
 from mmtlab.train.losses import PretrainingLoss
 from mmtlab.train.trainer import TrainingError
 
+from cli_faults import Payload, one_line_error
+
 FEAT = 24
 TINY = {"model.width": "32", "model.heads": "2", "model.ffn": "64", "train.progress": "false", "train.batch_size": "4"}
 TINY_ARGS = [f"{k}={v}" for k, v in TINY.items()]
@@ -40,12 +42,6 @@ def tiny_cfg(store: str, **overrides):
 def train_args(store: str, run: Path, *extra: str) -> list[str]:
     return ["train", "--preset", "vilbert-2block", "--loss", "itm", "--scale", "tiny", "--data", store, "--out", str(run),
             *TINY_ARGS, *extra]  # fmt: skip
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("mmtlab: error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def finite_weights(path: Path) -> bool:
@@ -154,18 +150,10 @@ def test_truncated_checkpoint_file_is_named(finished, name, capsys):
 
 def test_pickle_payload_in_state_pt_is_refused_in_one_line(finished, tmp_path, capsys):
     marker = tmp_path / "ran"
-    torch.save({"x": _Payload(str(marker))}, finished / "checkpoint" / "state.pt")
+    torch.save({"x": Payload(str(marker))}, finished / "checkpoint" / "state.pt")
     capsys.readouterr()
     assert main(["train", "--resume", str(finished), "train.steps=3"]) == 2
     assert "state.pt: damaged or not written by mmtlab" in one_line_error(capsys) and not marker.exists()
-
-
-class _Payload:
-    def __init__(self, path: str):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 def test_yaml_syntax_error_names_the_file_and_line(finished, tmp_path, capsys):
