@@ -58,7 +58,7 @@ def test_collate_images_global_token_and_cap(tmp_path):
 
 def test_collate_pixels_missing_is_an_error(tmp_path):
     s = open_store(write_small(tmp_path / "s", with_pixels=False))
-    with pytest.raises(DataError, match="no pixels"):
+    with pytest.raises(DataError, match=r"/s: the model reads pixels .*holds no pixels.*--pixels 64"):
         collate_images(s, [0], with_pixels=True)
 
 

@@ -97,7 +97,7 @@ def test_mixture_errors(stores, tmp_path):
     with pytest.raises(DataError, match="different feature widths"):
         build_train_loader([stores[0], small], 2)
     nopix = open_store(write_small(tmp_path / "n", with_pixels=False))
-    with pytest.raises(DataError, match="hold no pixels"):
+    with pytest.raises(DataError, match=r"/n: the model reads pixels .*holds no pixels.*--pixels 64"):
         build_train_loader([nopix], 2, with_pixels=True)
     with pytest.raises(DataError, match="no such dataset directory"):
         build_train_loader([tmp_path / "missing"], 2)

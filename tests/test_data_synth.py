@@ -134,3 +134,15 @@ def test_every_image_has_the_same_number_of_regions(tmp_path):
     assert counts == {REGIONS}
     objects = {len(object_classes(s.image(i))) for i in range(s.n_images)}
     assert len(objects) > 2  # while scenes still hold 1-4 objects
+
+
+def test_regions_option_sets_the_distractor_fill(tmp_path):
+    """``regions``: objects and parts first, background distractors up to the count; at 8 (4 objects and 4
+    parts at most) every image still has the same count; the meta records it."""
+    s = open_store(synthesize(tmp_path / "r8", "coco", n=50, seed=0, regions=8))
+    assert {len(s.image(i)["feats"]) for i in range(s.n_images)} == {8} and s.meta["regions"] == 8
+    few = open_store(synthesize(tmp_path / "r6", "coco", n=50, seed=0, regions=6))
+    counts = [len(few.image(i)["feats"]) for i in range(few.n_images)]
+    assert min(counts) == 6 and max(counts) <= 8
+    with pytest.raises(ConfigError, match="--regions 0"):
+        synthesize(tmp_path / "r0", "coco", n=10, regions=0)

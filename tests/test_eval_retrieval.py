@@ -170,3 +170,84 @@ def test_compiled_scoring_gives_the_same_results(tmp_path, flickr):
     dual = make_run(tmp_path / "dual", "single-modality")  # no layer per pair: nothing to compile
     r = evaluate_run(dual, flickr, tmp_path / "d.json", batch_size=64, progress=False, compile=True)
     assert not any("compiled" in n for n in r["notes"])
+
+
+def test_a_store_with_one_split_is_evaluated_on_it(tmp_path):
+    """`features extract` writes split `train` only: `eval retrieval` without --split evaluates it, and says so."""
+    train_only = synthesize(tmp_path / "photos", style="flickr", n=4, seed=0, feat_dim=FEAT, split="train")
+    run = make_run(tmp_path / "run", "merged", "itm+mlm")
+    r = evaluate_run(run, train_only, tmp_path / "r.json", batch_size=64, progress=False)
+    assert r["split"] == "train" and r["n_images"] == 4 and any("the store's only split" in n for n in r["notes"])
+    with pytest.raises(Exception, match="no split 'test'"):
+        evaluate_run(run, train_only, split="test", progress=False)
+
+
+def test_max_images_is_a_seeded_subsample_recorded_in_the_results(tmp_path, flickr):
+    run = make_run(tmp_path / "run", "merged", "itm+mlm")
+    out = tmp_path / "r.json"
+    r = evaluate_run(run, flickr, out, batch_size=64, progress=False, max_images=3, seed=1)
+    saved = json.loads(out.read_text())
+    assert saved["subsample"] == {"max_images": 3, "seed": 1, "images": 3, "captions": 15, "split_images": 6,
+                                  "split_captions": 30} == r["subsample"]
+    assert (saved["n_images"], saved["n_captions"], saved["pairs_total"]) == (3, 15, 45)
+    assert any("seeded subsample: 3 of the split's 6 images" in n for n in saved["notes"])
+    other = evaluate_run(run, flickr, tmp_path / "o.json", batch_size=64, progress=False, max_images=3, seed=2)
+    assert other["subsample"]["seed"] == 2  # its own score chunks: another subsample is never read from r.json.scores
+    with pytest.raises(EvalError, match="differs in max_images, .*sample_seed"):
+        evaluate_run(run, flickr, out, batch_size=64, progress=False)  # the whole split vs the subsample's chunks
+    assert evaluate_run(run, flickr, tmp_path / "all.json", batch_size=64, progress=False)["subsample"] is None
+    assert main(["eval", "retrieval", "--run", str(run), "--data", str(flickr), "--max-images", "0",
+                 "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_identical_captions_of_different_images_cap_r_at_1(tmp_path):
+    from mmtlab.eval.metrics import recall_caps, retrieval_metrics
+
+    keys = ["a dog", "a dog", "a cat", "a cat", "a bird", "a dog"]
+    images = [0, 1, 1, 2, 2, 0]
+    caps = recall_caps(keys, images)
+    # "a dog" x3 on images 0, 1, 0: at most image 0's two; "a cat" on 1 and 2: one; "a bird": one -> 4 of 6
+    assert caps["text_to_image"] == pytest.approx(100 * 4 / 6) and caps["captions_sharing_text"] == 5
+    # image 0 has only "a dog" (shared), image 1 only shared texts, image 2 "a bird" of its own -> 1 of 3
+    assert caps["image_to_text"] == pytest.approx(100 / 3) and caps["shared_texts"] == 2
+    # the cap is reached by the best scorer there is: each text's winning image first
+    winner = {"a dog": 0, "a cat": 1, "a bird": 2}
+    best = torch.tensor([[1.0 if winner[k] == i else 0.0 for i in range(3)] for k in keys])
+    assert retrieval_metrics(best, torch.tensor(images))["text_to_image"]["R@1"] == pytest.approx(caps["text_to_image"])
+
+    w = StoreWriter(tmp_path / "s", feat_dim=FEAT)
+    for i, texts in enumerate([["a dog", "a Dog"], ["a dog ", "a cat"], ["a cat", "a bird"]]):  # case, spaces: same text
+        w.add_image(torch.randn(3, FEAT).numpy(), torch.rand(3, 4).numpy(), split="test")
+        for t in texts:
+            w.add_caption(i, t)
+    w.close()
+    r = evaluate_retrieval(tiny("merged"), open_store(tmp_path / "s").split("test"), progress=False)
+    assert r["r1_cap"]["text_to_image"] == pytest.approx(100 * 4 / 6) and r["text_to_image"]["R@1"] <= 100 * 4 / 6
+    assert any("R@1 can be at most 66.67 (text->image)" in n for n in r["notes"])
+    from mmtlab.eval.retrieval import results_table
+
+    assert "note: 5 captions share their text with a caption of another image: R@1 can be at most 66.67" in results_table(r)
+
+
+def test_a_pixel_run_on_a_store_without_pixels_names_the_store_and_the_fix(tmp_path, flickr, capsys):
+    run = make_run(tmp_path / "run", "merged", "itm+mlm", **{"model.image_input": "pixels"})
+    regions = tmp_path / "regions"
+    w = StoreWriter(regions, feat_dim=FEAT)
+    w.add_caption(w.add_image(torch.randn(3, FEAT).numpy(), torch.rand(3, 4).numpy(), split="test"), "a dog")
+    w.close()
+    rc = main(["eval", "retrieval", "--run", str(run), "--data", str(regions), "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert str(regions) in err and "--pixels 64" in err and "model.image_input=regions" in err
+
+
+def test_cpu_scoring_keeps_freed_memory_for_reuse():
+    """Without it, every batch of pairs maps its activations afresh (page faults: system time about half the
+    computation with 49 regions, docs/evaluation.md "Speed: system time")."""
+    import platform
+    import sys
+
+    from mmtlab.cpu import keep_freed_memory
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is glibc

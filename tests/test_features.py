@@ -114,15 +114,14 @@ def test_extract_grid_store(tmp_path, net):
     torch.testing.assert_close(from_store, logits, atol=0.05, rtol=0.01)  # float16 storage
 
 
-def test_extract_stops_past_the_bad_fraction_and_resumes(tmp_path):
+def test_extract_stops_past_the_bad_fraction_and_leaves_nothing(tmp_path):
     root = _images(tmp_path, n_good=2, n_bad=1)
     items = ex.list_images(images_dir=root)
-    with pytest.raises(ex.FeatureError, match=r"1 of 3 records are malformed .*bad0.jpg.*kept in"):
+    with pytest.raises(ex.FeatureError, match=r"1 of 3 images are unreadable .*bad0.jpg.*no store was written"):
         ex.extract_store(items, tmp_path / "store", chunk_size=1, progress=False)
-    assert not (tmp_path / "store").exists()
-    assert len(list((tmp_path / "store.parts").glob("part-*.npz"))) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]  # no store, no store.parts/
     summary = ex.extract_store(items, tmp_path / "store", chunk_size=1, max_bad_fraction=0.5, progress=False)
-    assert summary["chunks_reused"] == 3 and summary["images"] == 2
+    assert summary["chunks_reused"] == 0 and summary["images"] == 2 and summary["skipped"] == 1
 
 
 def test_interrupted_extraction_resumes_to_the_same_store(tmp_path, monkeypatch):
@@ -228,3 +227,163 @@ def test_cli_extract_and_errors(tmp_path, capsys):
     assert main(["features", "extract", "--images", str(root), "--backbone", "frcnn", "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mmtlab: error: --backbone frcnn: needs torchvision") and "\n" not in err
+
+
+# ------------------------------------------------------------------- formats: every PNG mode, SVG, resizing
+SVG = '<svg width="60" height="20" xmlns="http://www.w3.org/2000/svg"><rect width="60" height="20" fill="#0000ff"/></svg>'
+
+
+def _every_mode(root):
+    """A 24x48 PNG of each mode Pillow writes (its left half transparent where the mode can say so), an SVG,
+    and a text file: {file name: mode}."""
+    root.mkdir(parents=True, exist_ok=True)
+    rgb = np.zeros((24, 48, 3), np.uint8)
+    rgb[:, 24:] = (250, 220, 220)  # the right half light, the left half black (the colour key)
+    im = Image.fromarray(rgb)
+    alpha = np.full((24, 48), 255, np.uint8)
+    alpha[:, :24] = 0
+    modes = {
+        "m1.png": im.convert("1", dither=Image.Dither.NONE), "mL.png": im.convert("L"), "mP.png": im.convert("P"), "mRGB.png": im,
+        "mLA.png": Image.merge("LA", (im.convert("L"), Image.fromarray(alpha))),
+        "mRGBA.png": Image.fromarray(np.dstack([rgb, alpha]), "RGBA"),
+        "mI16.png": Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)),  # 16-bit grey: 250 -> 64250
+    }
+    for name, img in modes.items():
+        img.save(root / name)
+    im.save(root / "mRGBt.png", transparency=(0, 0, 0))  # RGB with a tRNS colour key
+    im.convert("P").save(root / "mPt.png", transparency=int(np.asarray(im.convert("P"))[0, 0]))
+    im.convert("L").save(root / "mLt.png", transparency=0)
+    (root / "pic.svg").write_text(SVG)
+    (root / "notes.txt").write_text("not an image")
+    return {p.name: Image.open(p).mode for p in root.glob("*.png")}
+
+
+def test_every_png_mode_decodes_with_transparency_on_white(tmp_path):
+    modes = _every_mode(tmp_path / "imgs")
+    assert set(modes.values()) == {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}
+    for name in modes:
+        rgb = np.asarray(ex.load_rgb(tmp_path / "imgs" / name))
+        assert rgb.shape == (24, 48, 3), name
+        left, right = rgb[12, 5], rgb[12, 40]
+        if name in ("mLA.png", "mRGBA.png", "mRGBt.png", "mPt.png", "mLt.png"):  # transparent left half
+            assert (left == 255).all(), f"{name}: transparency on {left}, not on white"
+        else:
+            assert (left <= 1).all(), name
+        assert right.min() > 200, name
+    np.testing.assert_array_equal(np.asarray(ex.load_rgb(tmp_path / "imgs" / "mI16.png"))[12, 40], [250] * 3)
+    grey16 = np.array([[0, 5, 51400]], np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "key16.png", transparency=0)  # a 16-bit colour key: only 0 is clear
+    np.testing.assert_array_equal(np.asarray(ex.load_rgb(tmp_path / "key16.png"))[0, :, 0], [255, 0, 200])
+    with pytest.raises(ex.UnsupportedFormat, match=r"not an image file \(\.txt\)"):
+        ex.load_rgb(tmp_path / "imgs" / "notes.txt")
+
+
+def test_fit_square_pads_crops_or_stretches_and_maps_pixels():
+    im = Image.fromarray(np.full((50, 100, 3), 10, np.uint8))  # 100 wide, 50 high
+    pad, a = ex.fit_square(im, 32, "pad")
+    px = np.asarray(pad)
+    assert (px[0, 0] == 255).all() and (px[16, 16] == 10).all()  # white bars above and below
+    np.testing.assert_allclose([a[0] * 100 + a[1], a[2] * 0 + a[3], a[2] * 50 + a[3]], [1, 0.25, 0.75])
+    crop, a = ex.fit_square(im, 32, "crop")
+    assert (np.asarray(crop) == 10).all()
+    np.testing.assert_allclose([a[0] * 25 + a[1], a[0] * 75 + a[1], a[2] * 50 + a[3]], [0, 1, 1])
+    stretch, a = ex.fit_square(im, 32, "stretch")
+    assert (np.asarray(stretch) == 10).all()
+    np.testing.assert_allclose(a, [1 / 100, 0, 1 / 50, 0])
+    with pytest.raises(ex.FeatureError, match="--resize 'fit'"):
+        ex.fit_square(im, 32, "fit")
+
+
+def test_boxes_are_pooled_where_the_resized_picture_puts_them(tmp_path, monkeypatch):
+    Image.fromarray(np.full((50, 100, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    boxes = tmp_path / "boxes.jsonl"
+    boxes.write_text(json.dumps({"image": "a.png", "boxes": [[0, 0, 100, 50]]}) + "\n")
+    seen = []
+    original = ex.EfficientNetExtractor.__call__
+
+    def spy(self, images, given=None):
+        seen.append(given[0].copy())
+        return original(self, images, given)
+
+    monkeypatch.setattr(ex.EfficientNetExtractor, "__call__", spy)
+    ex.extract_store([ex.ImageItem(tmp_path / "a.png", key="a.png")], tmp_path / "s", boxes_file=boxes, size=32,
+                     progress=False)
+    np.testing.assert_allclose(seen[0], [[0, 0.25, 1, 0.75]])  # --resize pad: the picture's band of the square
+    np.testing.assert_allclose(open_store(tmp_path / "s").image(0)["boxes"], [[0, 0, 1, 1, 1]])  # kept on the image
+
+
+def _without_svg_renderer(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "resvg_py", None)  # `import resvg_py` raises ImportError
+
+
+def test_svg_without_renderer_is_counted_never_fatal_and_leaves_no_parts(tmp_path, monkeypatch):
+    _without_svg_renderer(monkeypatch)
+    root = tmp_path / "imgs"
+    _every_mode(root)
+    items = ex.list_images(images_dir=root)
+    assert {"pic.svg", "notes.txt"} <= {it.key for it in items}  # counted at extraction, not silently dropped
+    summary = ex.extract_store(items, tmp_path / "store", size=32, progress=False)
+    assert summary["images"] == 10 and summary["skipped"] == 0 and summary["unsupported"] == 2
+    assert any("pic.svg: SVG is not supported without the optional package resvg-py" in u for u in summary["first_unsupported"])
+    assert summary["resize"] == {"mode": "pad", "input": 32, "background": "white", "not_square": 10, "upscaled": 0,
+                                 "over_3_to_1": 0}
+    meta = open_store(tmp_path / "store").meta
+    assert meta["resize"] == "pad" and meta["extract"]["unsupported"] == 2 and meta["extract"]["svg_renderer"] is None
+    assert not (tmp_path / "store.parts").exists()
+
+    only_svg = [ex.ImageItem(root / "pic.svg", key="pic.svg")]
+    with pytest.raises(ex.FeatureError, match="no image could be read .1 unsupported, 0 unreadable.*SVG is not supported"):
+        ex.extract_store(only_svg, tmp_path / "svg", size=32, progress=False)
+    assert not (tmp_path / "svg").exists() and not (tmp_path / "svg.parts").exists()
+
+
+def test_svg_is_rendered_with_resvg_py(tmp_path):
+    pytest.importorskip("resvg_py", reason="the optional SVG renderer (pip install resvg-py)")
+    (tmp_path / "pic.svg").write_text(SVG)
+    im = ex.load_rgb(tmp_path / "pic.svg", svg_side=64)
+    assert im.size == (192, 64) and tuple(np.asarray(im)[32, 96]) == (0, 0, 255)
+    summary = ex.extract_store([ex.ImageItem(tmp_path / "pic.svg", key="pic.svg")], tmp_path / "s", size=32, progress=False)
+    assert summary["images"] == 1 and summary["unsupported"] == 0
+    assert open_store(tmp_path / "s").meta["extract"]["svg_rendered"] == 1
+
+
+def test_every_mode_list_then_split_then_subsampled_evaluation(tmp_path, capsys):
+    """What a user does with a folder of captioned pictures: extract a list holding PNGs of every mode, an SVG
+    and colour-keyed PNGs, split the store by image, evaluate zero-shot on a seeded subsample."""
+    from mmtlab.cli import main
+    from mmtlab.config import save_yaml
+    from mmtlab.model import build_from_config
+    from mmtlab.train.checkpoint import save_weights
+    from mmtlab.train.config import make_run_config
+
+    root = tmp_path / "imgs"
+    _every_mode(root)
+    names = sorted(p.name for p in root.iterdir() if p.suffix in (".png", ".svg"))
+    lines = [f"{n}\ta picture called {n[:-4]}" for n in names] + [f"{n}\ta picture" for n in names[:2]]  # a shared caption
+    (root / "list.tsv").write_text("\n".join(lines) + "\n")
+    store = tmp_path / "store"
+    assert main(["features", "extract", "--list", str(root / "list.tsv"), "--no-progress", "--out", str(store)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["images"] + summary["unsupported"] == 11 and summary["skipped"] == 0
+    assert not (tmp_path / "store.parts").exists()
+
+    assert main(["data", "split", str(store), "--test-fraction", "0.5", "--seed", "0"]) == 0
+    assert "features not copied" in capsys.readouterr().out
+    test = open_store(store).split("test")
+    assert test.n_images == round(0.5 * summary["images"])
+
+    cfg = make_run_config("merged", "itm", scale="tiny", overrides={"model.feat_dim": 1280, "data.max_regions": 49})
+    run = tmp_path / "run"
+    run.mkdir()
+    save_yaml(cfg, run / "config.yaml")
+    save_weights(build_from_config(cfg.model), run / "model.safetensors")
+    out = tmp_path / "r.json"
+    assert main(["eval", "retrieval", "--run", str(run), "--data", str(store), "--max-images", "3", "--no-progress",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    r = json.loads(out.read_text())
+    assert r["split"] == "test" and r["n_images"] == 3 and r["subsample"]["split_images"] == test.n_images
+    assert r["subsample"]["seed"] == 0 and "subsample" in " ".join(r["notes"]) and "3 images" in printed
+    assert set(r["r1_cap"]) == {"text_to_image", "image_to_text", "captions_sharing_text", "shared_texts"}

@@ -86,6 +86,31 @@ def test_mask_words_whole_words_and_80_10_10():
     assert {int(word_ids[b][mask[b]][0]) for b in range(2, B)} == {0, 1, 2, 3, 4}  # any word can be chosen
 
 
+def test_mask_words_random_replacements_come_from_the_given_vocabulary():
+    torch.manual_seed(0)
+    ids = torch.randint(1000, 2000, (500, 12))
+    word_ids = torch.arange(12).expand(500, 12).clone()
+    kept = torch.tensor([0, 100, 101, 102, 103, 5000, 6000])
+    new, mask = mask_words(ids, word_ids, 0.5, mask_token_id=103, vocab_size=30522, vocab_ids=kept)
+    replaced = new[mask & (new != 103) & (new != ids)]
+    assert replaced.numel() > 200 and torch.isin(replaced, kept).all()
+
+
+def test_mlm_targets_are_rows_of_a_compact_vocabulary():
+    """With model.vocab_ids the MLM loss scores each masked piece against its own row (hand computation)."""
+    words = [0, 100, 101, 102, 103, *range(1000, 2000)]
+    model, batch = tiny_model(vocab_ids=words).eval(), random_batch()
+    torch.manual_seed(3)
+    terms = PretrainingLoss(loss_config("itm+mlm", itm_neg_ratio=0.0))(model, batch, 0)[1]
+    torch.manual_seed(3)
+    x = itm_negatives(batch, 0.0)[0]
+    x["text_ids"], masked = mask_words(batch["text_ids"], batch["text_word_ids"], 0.15, 103, 30522, torch.tensor(words))
+    x["mlm_mask"] = masked
+    logits = model(x, full_states=False)["mlm_logits"]
+    want = F.cross_entropy(logits, batch["text_ids"][masked] - 1000 + 5)  # ids 1000.. sit at rows 5..
+    torch.testing.assert_close(terms["mlm"], want)
+
+
 def test_mask_regions_never_global_or_padding():
     torch.manual_seed(0)
     feats = torch.randn(3, 6, 4)

@@ -39,10 +39,14 @@ def tiny(preset="merged", **kw):
 
 
 # ----------------------------------------------------------------------------------------------- presets
-@pytest.mark.parametrize("preset", mmtlab.list_presets())
-def test_preset_forward_backward_reaches_every_parameter(preset):
+PRE_LN = [("merged", {"norm_first": True}), ("single-modality-hloss", {"norm_first": True}), ("single-stream", {"norm_first": True})]
+WORDS = [0, 100, 101, 102, 103, *range(1000, 30000, 50)]  # a compact vocabulary (model.vocab_ids)
+
+
+@pytest.mark.parametrize("preset, options", [(p, {}) for p in mmtlab.list_presets()] + PRE_LN + [("merged", {"vocab_ids": WORDS})])
+def test_preset_forward_backward_reaches_every_parameter(preset, options):
     torch.manual_seed(0)
-    model = mmtlab.build_model(preset, scale="tiny", feat_dim=FEAT).train()
+    model = mmtlab.build_model(preset, scale="tiny", feat_dim=FEAT, **options).train()
     batch = make_batch()
     batch["mlm_mask"] = batch["text_mask"] & (torch.rand(batch["text_mask"].shape) < 0.5)
     batch["mlm_mask"][:, 1] = True
@@ -55,7 +59,7 @@ def test_preset_forward_backward_reaches_every_parameter(preset):
     assert out["text_states"].shape == (B, T, D)
     assert out["img_states"].shape == (B, R, D)
     assert out["itm_logits"].shape == (B, 2)
-    assert out["mlm_logits"].shape == (int(batch["mlm_mask"].sum()), model.config.vocab_size)
+    assert out["mlm_logits"].shape == (int(batch["mlm_mask"].sum()), model.config.n_words)
     assert out["mrm_logits"].shape == (int(batch["mrm_mask"].sum()), model.config.n_region_classes)
     assert out["mrm_feats"].shape == (int(batch["mrm_mask"].sum()), FEAT)
     if model.config.hloss:
@@ -157,10 +161,11 @@ def _flow(model):
     return _changed(t0, t1, batch["text_mask"]), _changed(v0, v2, batch["img_mask"])
 
 
+@pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("code", list(BLOCKS))
-def test_information_flow_of_each_code(code, shared):
-    model = tiny(schedule=code, shared=shared)
+def test_information_flow_of_each_code(code, shared, norm_first):
+    model = tiny(schedule=code, shared=shared, norm_first=norm_first)
     assert _flow(model) == (text_sees_image(code), image_sees_text(code))
 
 
@@ -218,9 +223,10 @@ def test_padding_never_changes_real_tokens(code):
     torch.testing.assert_close(v1[:, :R], v0, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("preset", ["merged", "mixed-modality", "single-modality", "single-stream", "coattention", "image-q-12"])
-def test_unimodal_cache_matches_full_forward(preset):
-    model = tiny(preset)
+def test_unimodal_cache_matches_full_forward(preset, norm_first):
+    model = tiny(preset, norm_first=norm_first)
     batch = make_batch()
     with torch.no_grad():
         full = model(batch)["itm_logits"]
@@ -239,8 +245,8 @@ def _head_batch():
     return batch
 
 
-@pytest.mark.parametrize("preset", mmtlab.list_presets())
-def test_last_layer_at_read_rows_gives_the_same_heads_and_gradients(preset):
+@pytest.mark.parametrize("preset, options", [(p, {}) for p in mmtlab.list_presets()] + PRE_LN)
+def test_last_layer_at_read_rows_gives_the_same_heads_and_gradients(preset, options):
     """``full_states=False`` finishes the last layer only where the heads read; every head output and every
     parameter's gradient equal those of the full pass, and the pass does fewer FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -248,7 +254,7 @@ def test_last_layer_at_read_rows_gives_the_same_heads_and_gradients(preset):
     batch = _head_batch()
     runs = []
     for full in (True, False):
-        model = tiny(preset)  # same seed: same weights
+        model = tiny(preset, **options)  # same seed: same weights
         with FlopCounterMode(display=False) as flops:
             out = model(batch, full_states=full)
             heads = {k: v for k, v in out.items() if k not in ("text_states", "img_states")}
@@ -298,6 +304,42 @@ def test_cpu_skips_padding_rows_with_the_same_results(preset, monkeypatch):
         scale = float(g.abs().max()) if g is not None else 0.0
         torch.testing.assert_close(grads[n], g, atol=1e-5 * scale + 1e-8, rtol=1e-4, msg=f"{preset}: grad of {n}")
     assert fewer < 0.9 * flops
+
+
+def test_compact_vocabulary_keeps_its_pieces_and_reads_unk_for_the_rest():
+    """``vocab_ids``: one embedding row and MLM output per kept piece; any other id is the same input as [UNK];
+    a kept id's row is its own (changing that row changes the output, changing an unused id's input does not
+    differ from [UNK])."""
+    model, batch = tiny(vocab_ids=WORDS), make_batch(pad=False)
+    assert model.text_embed.word.weight.shape[0] == len(WORDS) == model.mlm.bias.shape[0]
+    ids = torch.tensor([[101, 1000, 1001, 29999, 102]])
+    torch.testing.assert_close(model.text_embed.word_rows(ids), torch.tensor([[2, 5, 1, 1, 3]]))
+    batch["text_ids"][:, 3] = 1001  # not kept
+    with torch.no_grad():
+        unknown = model(batch)["text_states"]
+        batch["text_ids"][:, 3] = 100  # [UNK] itself
+        torch.testing.assert_close(model(batch)["text_states"], unknown)
+        batch["text_ids"][:, 3] = 1050  # kept: its own row
+        assert not torch.allclose(model(batch)["text_states"], unknown)
+    for bad in ([0, 101, 102], [0, 100, 100, 101], [0, 100, 30522]):  # no [UNK], repeated, out of range
+        with pytest.raises(mmtlab.config.ConfigError, match="model.vocab_ids"):
+            mmtlab.config.ModelConfig(vocab_ids=bad)
+
+
+def test_pre_ln_normalises_each_branch_input_and_the_top():
+    """``norm_first``: the same weights give other states than post-LN; the top LayerNorm (one per stream,
+    one when shared) is what every head reads, so its bias moves the ITM logits; BERT checkpoints are refused."""
+    batch = make_batch()
+    post, pre = tiny(), tiny(norm_first=True)
+    assert len(pre.top_norms) == 2 and len(tiny("single-stream", norm_first=True).top_norms) == 1 and not post.top_norms
+    pre.load_state_dict(post.state_dict(), strict=False)  # same layer weights; only the top norms are new
+    with torch.no_grad():
+        assert not torch.allclose(pre(batch)["text_states"], post(batch)["text_states"], atol=1e-3)
+        before = pre(batch)["itm_logits"]
+        pre.top_norms[0].bias.add_(1.0)
+        assert not torch.allclose(pre(batch)["itm_logits"], before)
+    with pytest.raises(mmtlab.config.ConfigError, match="post-LN"):
+        mmtlab.config.ModelConfig(norm_first=True, text_init="/some/bert")
 
 
 @pytest.mark.parametrize("preset", ["merged", "single-stream"])

@@ -251,3 +251,23 @@ def test_hold_out_slice(store):
         hold_out(full, 60)
     with pytest.raises(ConfigError, match="not both"):
         make_run_config("merged", data_dirs=[store], overrides={"train.holdout_images": "5"}, val_dir=store)
+
+
+def test_training_vocabulary_is_recorded_and_resumes(store, tmp_path, capsys):
+    """``data.vocab=train``: the run's config.yaml holds the pieces of its training captions plus the special
+    tokens as model.vocab_ids (the model's word rows), a resume rebuilds the same model, and eval-time loading
+    needs nothing else."""
+    from mmtlab.data.store import open_store
+    from mmtlab.data.tokenizer import caption_vocabulary
+
+    run = tmp_path / "run"
+    args = ["train", "--preset", "vilbert-2block", "--scale", "tiny", "--data", store, "--out", str(run), *TINY_ARGS]
+    assert run_cli(*args, "train.steps=2", "train.batch_size=4", "data.vocab=train", capsys=capsys)[0] == 0
+    model, cfg = load_run(run)
+    want = caption_vocabulary(open_store(store).captions)
+    assert cfg.model.vocab_ids == want and {0, 100, 101, 102, 103} <= set(want) and len(want) < 1000
+    assert model.text_embed.word.weight.shape[0] == len(want)
+    code, _ = run_cli("train", "--resume", str(run), "train.steps=3", capsys=capsys)
+    assert code == 0 and load_state(run / "checkpoint")["step"] == 3
+    with pytest.raises(ConfigError, match="data.vocab"):
+        tiny_cfg(store, **{"data.vocab": "tiny"})

@@ -20,6 +20,7 @@ import yaml
 from .errors import MmtlabError
 
 LAYER_CODES = "MCLIU"
+UNK_ID = 100  # [UNK] in bert-base-uncased: the row of every word piece outside model.vocab_ids
 CROSS_CODES = "MCLI"  # codes in which at least one stream sees the other
 
 
@@ -44,6 +45,9 @@ class ModelConfig:
     feat_dim: int = 2048  # region feature width
     box_dim: int = 5  # x1, y1, x2, y2, area
     vocab_size: int = 30522  # bert-base-uncased WordPiece
+    # The word-piece ids with their own embedding row and MLM output, sorted (None: every id below vocab_size);
+    # any other id reads the [UNK] row. Written by the trainer with data.vocab=train.
+    vocab_ids: list[int] | None = None
     max_positions: int = 512
     type_vocab_size: int = 2
     dropout: float = 0.1
@@ -57,6 +61,7 @@ class ModelConfig:
     patch_size: int = 8  # pixel path: patch side
     ln_eps: float = 1e-12
     init_std: float = 0.02  # std of the normal init of every weight matrix and embedding (BERT's 0.02)
+    norm_first: bool = False  # pre-LN layers (LayerNorm before attention and FFN, one more at the top); BERT is post-LN
 
     def __post_init__(self) -> None:
         self.schedule = str(self.schedule).upper()
@@ -71,12 +76,26 @@ class ModelConfig:
         for name in ("width", "heads", "ffn", "feat_dim", "vocab_size", "max_positions", "proj_dim", "init_std"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name}: must be positive, got {getattr(self, name)}")
+        if self.vocab_ids is not None:
+            ids = self.vocab_ids
+            if ids != sorted(set(ids)) or not ids or ids[0] < 0 or ids[-1] >= self.vocab_size or UNK_ID not in ids:
+                raise ConfigError(
+                    f"model.vocab_ids: give sorted, distinct word-piece ids in [0, {self.vocab_size}) that include "
+                    f"[UNK] ({UNK_ID}); got {len(ids)} ids"
+                )
         if self.width % self.heads:
             raise ConfigError(f"model.width={self.width} is not divisible by model.heads={self.heads}")
         if self.image_input not in ("regions", "pixels"):
             raise ConfigError(f"model.image_input: {self.image_input!r}; valid: 'regions', 'pixels'")
+        if self.norm_first and self.text_init:
+            raise ConfigError("model.norm_first=true with model.text_init: BERT checkpoints are post-LN; drop one of them")
         if self.image_input == "pixels" and self.image_size % self.patch_size:
             raise ConfigError(f"model.image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+
+    @property
+    def n_words(self) -> int:
+        """Rows of the word embeddings and outputs of the MLM head."""
+        return self.vocab_size if self.vocab_ids is None else len(self.vocab_ids)
 
     @property
     def layers(self) -> int:
@@ -302,13 +321,25 @@ def write_json(obj: Any, path: str | Path) -> None:
     tmp.replace(path)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML with lists of scalars in flow style (``model.vocab_ids`` holds hundreds of ids)."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = all(not isinstance(x, (list, dict)) for x in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
 def save_yaml(obj: Any, path: str | Path) -> None:
     """Write a dataclass (or dict) as YAML, atomically."""
     path = Path(path)
     data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
+        yaml.dump(data, f, Dumper=_Dumper, sort_keys=False)
     tmp.replace(path)
 
 

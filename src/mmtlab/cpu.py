@@ -16,6 +16,7 @@ command; the command modules keep torch out of their imports).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import sys
 
@@ -55,3 +56,21 @@ def add_threads_option(parser: argparse.ArgumentParser, what: str = "torch") -> 
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help=f"CPU threads for {what} (default: OMP_NUM_THREADS if set, else torch's choice); idle "
                              f"threads sleep (OMP_WAIT_POLICY=PASSIVE) unless OMP_WAIT_POLICY is set")  # fmt: skip
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+KEEP_FREED_BYTES = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep up to 1 GiB of freed memory for reuse (process-wide; False where this is not
+    glibc). Without it, a CPU forward pass over a batch of pairs frees and maps again its activations (MBs each)
+    on every call: a page fault per 4 KB touched, half as much system time as computation when scoring 49 regions
+    (docs/evaluation.md, "Speed: system time"); about 4% of a tiny training step."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # another C library (musl has no mallopt)
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))

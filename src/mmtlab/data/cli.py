@@ -1,4 +1,4 @@
-"""``mmtlab data synth | import | stats`` (and ``data emoji`` from :mod:`mmtlab.data.emoji`)."""
+"""``mmtlab data synth | import | captions | split | stats`` (and ``data emoji`` from :mod:`mmtlab.data.emoji`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from .synth import synthesize
 
     t0 = time.perf_counter()
-    path = synthesize(args.out, args.style, args.n, args.noise, args.seed, args.split, args.feat_dim, args.hard_fraction, progress=not args.quiet)
+    path = synthesize(
+        args.out, args.style, args.n, args.noise, args.seed, args.split, args.feat_dim, args.hard_fraction,
+        progress=not args.quiet, regions=args.regions,
+    )  # fmt: skip
     store = open_store(path)
     m = store.meta
     print(f"wrote {path}: style {m['style']}, {m['n_images']} images, {m['n_captions']} captions, split {', '.join(m['splits'])}, "
@@ -35,6 +38,37 @@ def _cmd_import(args: argparse.Namespace) -> int:
     print(f"  skipped: {rep['captions']['skipped']} caption records, {rep['features']['skipped']} feature records; "
           f"{rep['images_without_features']} captioned images have no features")  # fmt: skip
     for line in rep["captions"]["first_skipped"] + rep["features"]["first_skipped"]:
+        print(f"    {line}")
+    return 0
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from .store import split_store
+
+    summary = split_store(args.store, args.test_fraction, args.seed, (args.train_name, args.test_name), args.out)
+    (train, n_train), (test, n_test) = summary["images"].items()
+    caps = summary["captions"]
+    print(f"wrote {summary['out']}: split {train} {n_train} images ({caps[train]} captions), {test} {n_test} images "
+          f"({caps[test]} captions), by image, seed {summary['seed']}; {_linked(summary['copied_files'])}")
+    return 0
+
+
+def _linked(copied: list[str]) -> str:
+    """What :func:`~mmtlab.data.store.rewrite_store` did with the files it kept."""
+    if not copied:
+        return "features not copied (hard links)"
+    return f"copied (no hard links on this file system): {', '.join(copied)}"
+
+
+def _cmd_captions(args: argparse.Namespace) -> int:
+    from .importer import import_captions
+
+    s = import_captions(args.store, args.format, args.annotations, out=args.out, add=args.add,
+                        max_bad_fraction=args.max_bad_fraction)
+    print(f"wrote {s['out']}: {s['added']} captions {'added' if args.add else 'in place of the old ones'}, "
+          f"{s['n_captions']} in all; {s['images_without_captions']} images without a caption; "
+          f"{s['captions']['skipped']} caption records skipped; {_linked(s['copied_files'])}")
+    for line in s["captions"]["first_skipped"]:
         print(f"    {line}")
     return 0
 
@@ -75,9 +109,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     """Add ``mmtlab data ...`` to the ``mmtlab`` parser."""
     from .readers import CAPTION_READERS  # light: no numpy-heavy work at import
-    from .synth import STYLES
+    from .synth import REGIONS, STYLES
 
-    data = subparsers.add_parser("data", help="synthetic world, import of real corpora, dataset statistics")
+    data = subparsers.add_parser("data", help="synthetic world, import of real corpora, splits, dataset statistics")
     sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
     p = sub.add_parser("synth", help="generate a synthetic-world dataset in one caption style")
@@ -88,6 +122,7 @@ def register(subparsers) -> None:
     p.add_argument("--split", default=None, help="split name (default: test for flickr, train otherwise)")
     p.add_argument("--feat-dim", type=int, default=256, help="region feature width")
     p.add_argument("--hard-fraction", type=float, default=0.4, help="fraction of scenes that are one-attribute edits of the previous one")
+    p.add_argument("--regions", type=int, default=REGIONS, help=f"regions per image: objects, parts, then background distractors up to this (default {REGIONS})")
     p.add_argument("--out", required=True, help="output store directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
@@ -103,6 +138,37 @@ def register(subparsers) -> None:
     p.add_argument("--max-bad-fraction", type=float, default=0.01, help="stop past this fraction of malformed records per file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser(
+        "captions", help="captions (CSV/TSV, JSONL, COCO, Karpathy...) for the images of an existing store",
+        description="Match the captions of a caption file to the images of STORE by image key (a file's stem, as "
+        "`data import` does: 'photos/cat.png' and 'cat' name the same image) and write them in place of the store's "
+        "captions (or after them: --add). Features are not copied; a caption naming no image of the store is "
+        "skipped and counted.",
+    )
+    p.add_argument("store", help="store directory (e.g. written by `mmtlab features extract`)")
+    p.add_argument("--format", default="csv", choices=list(CAPTION_READERS), help="caption format (default csv; "
+                   "a .tsv file is read tab-separated, with a header naming an image and a caption column)")
+    p.add_argument("--annotations", required=True, help="caption file")
+    p.add_argument("--add", action="store_true", help="keep the store's captions and add these")
+    p.add_argument("--out", default=None, help="write the new store here instead of replacing STORE")
+    p.add_argument("--max-bad-fraction", type=float, default=0.01, help="stop past this fraction of skipped records")
+    p.set_defaults(func=_cmd_captions)
+
+    p = sub.add_parser(
+        "split", help="relabel a store's images into a seeded train/test split (by image, features not copied)",
+        description="Every image of STORE (whatever its splits were) goes to the test split with probability "
+        "--test-fraction (exactly round(fraction x images), drawn with --seed), with all its captions. Only the "
+        "split index and meta.json are written anew; the other files are hard links to the old ones. The store is "
+        "replaced in place (or written to --out) atomically.",
+    )
+    p.add_argument("store", help="store directory")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of the images in the test split (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    p.add_argument("--train-name", default="train", help="name of the first split (default train)")
+    p.add_argument("--test-name", default="test", help="name of the held-out split (default test)")
+    p.add_argument("--out", default=None, help="write the split store here instead of replacing STORE")
+    p.set_defaults(func=_cmd_split)
 
     p = sub.add_parser("stats", help="pairs, images, caption lengths, vocabulary and language overlap with the test style")
     p.add_argument("dir", help="store directory")

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .store import DataError, Store
+from .store import DataError, Store, no_pixels_error
 
 GLOBAL_BOX = (0.0, 0.0, 1.0, 1.0, 1.0)
 
@@ -43,6 +43,8 @@ def collate_images(store: Store, indices: Sequence[int], max_regions: int = 36, 
     global token (mean of the real regions, box (0, 0, 1, 1, 1)). Adds ``img_cls (B, R, C)`` when the store
     has class distributions (the global row is their mean) and ``pixels (B, 3, H, W)`` in [0, 1] on request.
     Regions beyond ``max_regions`` are dropped (stores keep regions in detector order)."""
+    if with_pixels and not store.has_pixels:
+        raise no_pixels_error(store.path)
     images = [store.image(int(i), pixels=with_pixels) for i in indices]
     return stack_images(images, max_regions, with_pixels)
 
@@ -74,6 +76,8 @@ def stack_images(images: list[dict[str, np.ndarray]], max_regions: int, with_pix
         out["img_cls"] = torch.from_numpy(cls)
     if with_pixels:
         if not all("pixels" in im for im in images):
-            raise DataError("with_pixels=True, but the store holds no pixels (only region features)")
+            raise DataError("with_pixels=True, but some of these images have no pixels: their store holds only region "
+                            "features; write it with pixels (`mmtlab features extract ... --pixels 64`) or use a model "
+                            "of region features (model.image_input=regions)")
         out["pixels"] = torch.from_numpy(np.stack([im["pixels"] for im in images]).astype(np.float32) / 255.0)  # (B, 3, H, W)
     return out

@@ -10,6 +10,9 @@ from ..config import ConfigError
 SAMPLING = ("instance", "dataset")
 
 
+VOCABULARIES = ("full", "train")
+
+
 @dataclass
 class DataConfig:
     """Loading options (docs/design.md, "Loading batches"). ``weights`` re-weights the datasets of a mixture (one
@@ -20,6 +23,9 @@ class DataConfig:
     sampling: str = "instance"  # "instance": uniform over all pairs; "dataset": uniform over datasets, then pairs
     weights: list[float] | None = None  # optional per-dataset weights of the mixture
     num_workers: int = 0  # DataLoader worker processes (the stream is the same for any number)
+    # "full": a word embedding (and MLM output) for every WordPiece id; "train": only for the pieces of the
+    # training captions and the special tokens, recorded in model.vocab_ids (others read [UNK])
+    vocab: str = "full"
 
     # no longer fields, still in the config.yaml of older runs: `mmtlab data import --max-bad-fraction` is the option
     RETIRED_KEYS: ClassVar[tuple[str, ...]] = ("max_bad_fraction",)
@@ -33,5 +39,7 @@ class DataConfig:
             raise ConfigError(f"data.sampling: {self.sampling!r}; valid: {', '.join(SAMPLING)}")
         if self.weights is not None and (not self.weights or any(w < 0 for w in self.weights) or sum(self.weights) <= 0):
             raise ConfigError(f"data.weights: {self.weights}; give one non-negative weight per dataset, not all zero")
+        if self.vocab not in VOCABULARIES:
+            raise ConfigError(f"data.vocab: {self.vocab!r}; valid: {', '.join(VOCABULARIES)}")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers: {self.num_workers}; must be >= 0")

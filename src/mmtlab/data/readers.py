@@ -42,10 +42,10 @@ class Caption:
 class BadRecords:
     """Skip-and-count accounting of malformed records of one source file."""
 
-    def __init__(self, source: str | Path, max_fraction: float = 0.01, show: int = 5):
+    def __init__(self, source: str | Path, max_fraction: float = 0.01, show: int = 5, what: str = "records are malformed"):
         if not 0.0 <= max_fraction <= 1.0:
             raise ConfigError(f"--max-bad-fraction {max_fraction}: must be in [0, 1]")
-        self.source, self.max_fraction, self.show = str(source), max_fraction, show
+        self.source, self.max_fraction, self.show, self.what = str(source), max_fraction, show, what
         self.total = 0
         self.bad: list[tuple[str, str]] = []
 
@@ -63,7 +63,7 @@ class BadRecords:
         if len(self.bad) > self.max_fraction * self.total:
             first = "; ".join(f"{w}: {r}" for w, r in self.bad[: self.show])
             raise DataError(
-                f"{self.source}: {len(self.bad)} of {self.total} records are malformed "
+                f"{self.source}: {len(self.bad)} of {self.total} {self.what} "
                 f"({100 * len(self.bad) / self.total:.1f}% > the {100 * self.max_fraction:g}% allowed by "
                 f"--max-bad-fraction); first: {first}"
             )
@@ -200,9 +200,10 @@ def read_jsonl(path: Path, bad: BadRecords) -> Iterator[Caption]:
 
 
 def read_csv(path: Path, bad: BadRecords) -> Iterator[Caption]:
-    """Generic CSV with a header naming an image column and a caption column (as for JSONL) and optionally ``split``."""
+    """Generic CSV with a header naming an image column and a caption column (as for JSONL) and optionally
+    ``split``; a ``.tsv`` file is read tab-separated."""
     with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         fields = reader.fieldnames or []
         if not any(n in fields for n in IMAGE_FIELDS) or not any(n in fields for n in CAPTION_FIELDS):
             raise DataError(f"{path}: CSV header {fields} lacks an image column ({', '.join(IMAGE_FIELDS)}) or a caption column ({', '.join(CAPTION_FIELDS)})")

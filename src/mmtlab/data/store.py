@@ -31,6 +31,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import random
 import shutil
 import uuid
 from pathlib import Path
@@ -172,14 +173,8 @@ class StoreWriter:
             "splits": {n: int((split_ids == i).sum()) for i, n in enumerate(names)},
         }
         meta.setdefault("style", None)
-        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        old = None
-        if self.out_dir.exists():
-            old = self.out_dir.parent / _temporary_name(self.out_dir, "old")
-            self.out_dir.rename(old)
-        os.replace(self.tmp, self.out_dir)
-        if old is not None:
-            shutil.rmtree(old)
+        _write_meta(self.tmp, meta)
+        _move_into_place(self.tmp, self.out_dir)
         self.closed = True
         return self.out_dir
 
@@ -202,6 +197,22 @@ class StoreWriter:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _write_meta(directory: Path, meta: dict) -> None:
+    (directory / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished store ``tmp`` to ``out_dir``; a store already there is renamed aside first and
+    removed only once the new one is in place."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / _temporary_name(out_dir, "old")
+        out_dir.rename(old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def check_store_target(out_dir: Path) -> None:
@@ -402,6 +413,20 @@ class Store:
         g = self.global_image(i)
         return int(off[g + 1] - off[g])
 
+    def sample_images(self, n: int, seed: int = 0) -> "Store":
+        """A view of ``n`` of this view's images drawn with ``seed`` (:func:`seeded_sample`) and all their
+        captions; the view itself when it holds ``n`` images or fewer."""
+        if n < 1:
+            raise DataError(f"{self.path}: cannot sample {n} images; give at least 1")
+        if n >= self.n_images:
+            return self
+        ids = np.arange(self.n_images) if self._image_ids is None else self._image_ids
+        ids = ids[seeded_sample(self.n_images, n, seed)]
+        cap_img = np.asarray(self._arr("caption_image.i64"))
+        pool = np.arange(len(cap_img)) if self._caption_ids is None else self._caption_ids
+        caps = pool[np.isin(cap_img[pool], ids)].astype(np.int64)
+        return Store(self.path, self._meta, ids, caps, split_name=self._split_name)
+
     def split(self, name: str) -> "Store":
         """A view holding the images of split ``name`` and their captions."""
         names = self._meta.get("split_names", [])
@@ -461,3 +486,79 @@ def _check_indices(store: Store) -> None:
                 f"{store.path / name}: entry {bad} is {int(index[bad])}, outside the {limit} {what} of the store; "
                 "the store is damaged, write it again"
             )
+
+
+def seeded_sample(n: int, k: int, seed: int) -> np.ndarray:
+    """(k,) sorted indices of ``k`` of ``n`` items, drawn without replacement by ``random.Random(seed)``: the
+    same on every platform and numpy version."""
+    return np.array(sorted(random.Random(seed).sample(range(n), k)), dtype=np.int64)
+
+
+def no_pixels_error(path: str | Path) -> DataError:
+    """The error for a pixel model (``model.image_input=pixels``) given the store ``path`` without pixels."""
+    return DataError(
+        f"{path}: the model reads pixels (model.image_input=pixels), but this store holds no pixels, only region features; "
+        "write the store with pixels (`mmtlab features extract ... --pixels 64`, or `mmtlab data synth`, which "
+        "renders them) or use a model of region features (model.image_input=regions)"
+    )
+
+
+def split_store(path: str | Path, test_fraction: float = 0.2, seed: int = 0, names: tuple[str, str] = ("train", "test"),
+                out: str | Path | None = None) -> dict:
+    """Relabel every image of the store ``path`` into a seeded train/test split, by image (an image and all its
+    captions land on one side), without copying features (:func:`rewrite_store`: only ``image_split.u8`` and
+    ``meta.json`` are new), in place or into ``out``. Returns a summary."""
+    store = open_store(path)
+    n = store.n_images
+    n_test = round(test_fraction * n)
+    if not 0.0 < test_fraction < 1.0 or not 0 < n_test < n:
+        raise DataError(f"{store.path}: --test-fraction {test_fraction} of {n} images leaves no train or no test image; "
+                        "give a fraction in (0, 1) that leaves at least one image on each side")
+    if len(set(names)) != 2 or not all(names):
+        raise DataError(f"split names {names}: need two different, non-empty names")
+    split = np.zeros(n, dtype=np.uint8)
+    split[seeded_sample(n, n_test, seed)] = 1
+    counts = {names[0]: n - n_test, names[1]: n_test}
+    report = {"seed": seed, "test_fraction": test_fraction, "by": "image", "previous_splits": store.meta["splits"]}
+    meta = {**store.meta, "split_names": list(names), "splits": counts, "resplit": report}
+    target, copied = rewrite_store(store, {"image_split.u8": split}, meta, out)
+    captions = np.bincount(split[np.asarray(store._arr("caption_image.i64"))], minlength=2)
+    return {"out": str(target), "images": counts, "captions": {names[0]: int(captions[0]), names[1]: int(captions[1])},
+            "seed": seed, "copied_files": copied}
+
+
+def rewrite_store(store: Store, arrays: dict[str, np.ndarray], meta: dict, out: str | Path | None = None) -> tuple[Path, list[str]]:
+    """Write ``store`` again with the files ``arrays`` (name -> array, written raw) and ``meta`` replaced and
+    every other file a hard link to the old one (a copy only where the file system cannot link): features are
+    never copied. The new store is built in a hidden sibling of ``out`` (default: the store itself), checked by
+    :func:`open_store` and renamed into place as :class:`StoreWriter` does, so a crash leaves the old store or
+    the new one. Returns its path and the names of the files that had to be copied."""
+    target = Path(out) if out is not None else store.path
+    if target.resolve() != store.path.resolve():
+        check_store_target(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
+    tmp = target.parent / _temporary_name(target, "tmp")
+    tmp.mkdir()
+    try:
+        kept = sorted(STORE_FILES - {"meta.json", *arrays})
+        copied = [name for name in kept if (store.path / name).is_file() and not _link(store.path / name, tmp / name)]
+        for name, array in arrays.items():
+            array.tofile(tmp / name)
+        _write_meta(tmp, meta)
+        open_store(tmp)  # the new index is checked before it replaces anything
+        _move_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target, copied
+
+
+def _link(src: Path, dst: Path) -> bool:
+    """Hard-link ``src`` to ``dst`` (True), or copy it where the file system cannot link (False)."""
+    try:
+        os.link(src, dst)
+        return True
+    except OSError:
+        shutil.copy2(src, dst)
+        return False

@@ -142,9 +142,9 @@ def _class_scores(rng: np.random.Generator, true: int) -> np.ndarray:
     return p / p.sum()
 
 
-def scene_regions(rng: np.random.Generator, scene: list[Obj], det: Detector, noise: float):
-    """Regions of a scene in detector order (objects, parts, distractors): feats (R, F), boxes (R, 4), cls (R, C),
-    and the distractor boxes (for the renderer)."""
+def scene_regions(rng: np.random.Generator, scene: list[Obj], det: Detector, noise: float, regions: int = REGIONS):
+    """Regions of a scene in detector order (objects, parts, then distractors up to ``regions``): feats (R, F),
+    boxes (R, 4), cls (R, C), and the distractor boxes (for the renderer)."""
     feats, boxes, cls = [], [], []
     for o in scene:
         cx, cy = (o.col + 0.5 + rng.uniform(-0.1, 0.1)) / GRID, (o.row + 0.5 + rng.uniform(-0.1, 0.1)) / GRID
@@ -160,7 +160,7 @@ def scene_regions(rng: np.random.Generator, scene: list[Obj], det: Detector, noi
             feats.append(0.7 * det.object(o) + rng.normal(0, 2 * noise, det.shape.shape[1]))
             cls.append(_class_scores(rng, o.shape * len(COLOURS) + o.colour))
     distractors = []
-    for _ in range(REGIONS - len(feats)):  # background boxes fill every image up to the same count
+    for _ in range(regions - len(feats)):  # background boxes fill every image up to the same count
         d = int(rng.integers(len(DISTRACTORS)))
         w, h = rng.uniform(0.03, 0.1, 2)
         x, y = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
@@ -416,6 +416,7 @@ def synthesize(
     feat_dim: int = 256,
     hard_fraction: float = 0.4,
     progress: bool = False,
+    regions: int = REGIONS,
 ) -> Path:
     """Generate ``n`` images of ``style`` (default: the style's size) with their captions into the store ``out``.
 
@@ -423,7 +424,9 @@ def synthesize(
     describe another image, a controlled knob: stores that differ only in ``noise`` hold the same scenes, regions,
     pixels and clean captions, and the captions swapped at a lower noise are swapped at every higher one (one
     uniform draw per caption decides; the swapped-in caption comes from a stream of its own). ``hard_fraction``
-    the fraction of scenes that are a one-attribute edit of the previous scene. Returns the store path.
+    the fraction of scenes that are a one-attribute edit of the previous scene. ``regions``: regions per image,
+    background distractors filling up to it (a scene with more objects and parts keeps them all: at 8 or more
+    every image has the same count). Returns the store path.
     """
     from ..config import ConfigError
 
@@ -436,13 +439,15 @@ def synthesize(
         raise ConfigError(f"--noise {noise}: must be a fraction in [0, 1]")
     if feat_dim < 1:
         raise ConfigError(f"feat_dim {feat_dim}: must be positive")
+    if regions < 1:
+        raise ConfigError(f"--regions {regions}: must be positive")
     rng = np.random.default_rng([seed, zlib.crc32(f"{style}/{split}".encode())])
     det = Detector(feat_dim)
     scenes = [sample_scene(rng, spec)]
     while len(scenes) < n:
         scenes.append(perturb_scene(rng, scenes[-1]) if rng.random() < hard_fraction else sample_scene(rng, spec))
     meta = {
-        "style": style, "seed": seed, "noise": noise, "hard_fraction": hard_fraction, "synthetic": True,
+        "style": style, "seed": seed, "noise": noise, "hard_fraction": hard_fraction, "regions": regions, "synthetic": True,
         "class_names": list(CLASS_NAMES), "image_size": IMAGE_SIZE,
     }  # fmt: skip
     it = range(n)
@@ -452,7 +457,7 @@ def synthesize(
         it = progress_bar(it, desc=f"synth {style}", unit="img")
     with StoreWriter(out, feat_dim, len(CLASS_NAMES), (3, IMAGE_SIZE, IMAGE_SIZE), meta) as writer:
         for i in it:
-            feats, boxes, cls, distractors = scene_regions(rng, scenes[i], det, spec.feat_noise)
+            feats, boxes, cls, distractors = scene_regions(rng, scenes[i], det, spec.feat_noise, regions)
             pixels = render(rng, scenes[i], boxes, distractors)
             idx = writer.add_image(feats, boxes, cls, pixels, split=split, key=f"{style}-{seed}-{i}")
             for j, text in enumerate(captions_for(style, rng, scenes[i])):

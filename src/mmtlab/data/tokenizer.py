@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from pathlib import Path
 
 from .store import DataError
@@ -39,3 +40,15 @@ def get_tokenizer(vocab_path: str | Path | None = None):
     if not path.is_file():
         raise DataError(f"{path}: vocabulary file not found (give a BERT vocab.txt or its directory)")
     return _load(str(path.resolve()))
+
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def caption_vocabulary(captions: Iterable[str], tokenizer=None) -> list[int]:
+    """The sorted word-piece ids that ``captions`` use, plus BERT's special tokens (for ``data.vocab=train``)."""
+    tokenizer = tokenizer or get_tokenizer()
+    ids = {tokenizer.token_to_id(t) for t in SPECIAL_TOKENS}
+    for enc in tokenizer.encode_batch(list(captions)):
+        ids.update(enc.ids)
+    return sorted(ids)

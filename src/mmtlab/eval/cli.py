@@ -12,6 +12,7 @@ EVAL_EXAMPLE = """examples:
   mmtlab eval retrieval --run runs/merged --data data/flickr --out runs/merged/flickr.json
   mmtlab eval retrieval --run runs/merged --data data/flickr --scorer rerank --k 128 --shortlist runs/baseline --out r.json
   mmtlab eval retrieval --run runs/baseline --data data/flickr --scorer dual --out b.json
+  mmtlab eval retrieval --run runs/merged --data data/photos --max-images 200 --out quick.json   # a quick number
   torchrun --nproc_per_node 8 -m mmtlab.cli -- eval retrieval --run ...   # captions split over the GPUs
   (the `--` keeps torchrun from reading --run as its own --run-path)
 
@@ -36,7 +37,12 @@ def register(subparsers) -> None:
                           formatter_class=fmt)
     p.add_argument("--run", required=True, metavar="RUN", help="a finished run directory (mmtlab train / finetune)")
     p.add_argument("--data", required=True, metavar="DIR", help="an mmtlab store (e.g. a synthetic flickr test set)")
-    p.add_argument("--split", default="test", help="split of the store to evaluate (default test)")
+    p.add_argument("--split", default=None, help="split of the store to evaluate (default: the store's only split, "
+                   "else test)")
+    p.add_argument("--max-images", type=int, default=None, metavar="N",
+                   help="a quick number: N images of the split drawn with --seed, with all their captions (recorded "
+                   "in the results as subsample)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --max-images draw (default 0)")
     p.add_argument("--scorer", default=None, choices=("exhaustive", "rerank", "dual"),
                    help="exhaustive: every pair through the ITM head (the paper's protocol); rerank: shortlist by "
                         "embeddings, ITM on the top k; dual: embedding cosine only (default: exhaustive, or dual for "
@@ -89,6 +95,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     result = evaluate_run(
         args.run, args.data, args.out, split=args.split, scorer=args.scorer, k=args.k, shortlist=args.shortlist,
         batch_size=args.batch_size, device=args.device, progress=not args.no_progress, compile=args.compile,
+        max_images=args.max_images, seed=args.seed,
     )  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print(results_table(result))

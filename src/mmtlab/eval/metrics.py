@@ -8,10 +8,16 @@ a tie with a wrong item counts against the model (a constant scorer gets the wor
 * image -> text: for each image, rank all captions; the image's best-ranked own caption counts (a hit at K
   if any of its captions is in the top K), wrong items are the other images' captions.
 
+Identical captions of different images tie with each other, so they cap R@1 below 100% whatever the model:
+:func:`recall_caps` computes that cap.
+
 This module needs only torch (no data layer).
 """
 
 from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Hashable, Sequence
 
 import torch
 
@@ -118,4 +124,34 @@ def retrieval_metrics(scores: torch.Tensor, caption_image: torch.Tensor) -> dict
     }
 
 
-__all__ = ["EvalError", "RECALL_AT", "retrieval_metrics", "text_to_image_ranks", "image_to_text_ranks", "caption_counts"]
+def recall_caps(caption_keys: Sequence[Hashable], caption_image: Sequence[int]) -> dict:
+    """The highest R@1 (percent) any scorer can reach on a split where captions with the same key (the same
+    text as the model reads it) belong to different images: such captions get the same score with every image,
+    so under the pessimistic tie rule at most one of their images can rank first for them (text -> image), and
+    an image ranks first for image -> text only through a caption whose text no other image has.
+
+    Returns ``text_to_image`` and ``image_to_text`` (the caps, percent), ``captions_sharing_text`` (captions
+    whose text another image also has) and ``shared_texts`` (such texts).
+
+    >>> recall_caps(["a dog", "a dog", "a cat"], [0, 1, 1])["text_to_image"]  # one "a dog" can be right
+    66.66666666666667
+    """
+    images_of: dict[Hashable, Counter] = defaultdict(Counter)
+    for key, image in zip(caption_keys, caption_image):
+        images_of[key][int(image)] += 1
+    n_captions = sum(sum(c.values()) for c in images_of.values())
+    if n_captions == 0:
+        raise EvalError("no captions: R@1 caps need at least one caption")
+    shared = {k: c for k, c in images_of.items() if len(c) > 1}
+    unique_owner = {next(iter(c)) for c in images_of.values() if len(c) == 1}  # images with a text of their own
+    queried = {int(i) for i in caption_image}  # images with at least one caption
+    return {
+        "text_to_image": 100.0 * sum(max(c.values()) for c in images_of.values()) / n_captions,
+        "image_to_text": 100.0 * len(unique_owner) / len(queried),
+        "captions_sharing_text": sum(sum(c.values()) for c in shared.values()),
+        "shared_texts": len(shared),
+    }
+
+
+__all__ = ["EvalError", "RECALL_AT", "retrieval_metrics", "recall_caps", "text_to_image_ranks", "image_to_text_ranks",
+           "caption_counts"]

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from ..config import write_json
+from ..cpu import keep_freed_memory
 from ..model.compile import compile_fn
-from .metrics import EvalError, retrieval_metrics
+from .metrics import EvalError, recall_caps, retrieval_metrics
 from .scorers import (
     dual_scores,
     embeddings,
@@ -84,12 +85,11 @@ def check_scorer(cfg, scorer: str, shortlist_cfg=None, finetuned: bool = False) 
 
 
 # ------------------------------------------------------------------------------------------- batches
-def _text_batches(store, tokenizer, batch_size: int, max_text_len: int):
+def _text_batches(captions: list[str], encodings: list, tokenizer, batch_size: int, max_text_len: int):
     """A callable yielding (indices, text_ids, text_mask), captions sorted by token length (little padding)."""
     from ..data.collate import collate_texts
 
-    captions = list(store.captions)
-    lengths = torch.tensor([len(e.ids) for e in tokenizer.encode_batch(captions)])
+    lengths = torch.tensor([len(e.ids) for e in encodings])
     order = torch.argsort(lengths, descending=True, stable=True)
 
     def batches():
@@ -99,6 +99,11 @@ def _text_batches(store, tokenizer, batch_size: int, max_text_len: int):
             yield idx, b["text_ids"], b["text_mask"]
 
     return batches
+
+
+def _model_text(ids: list[int], max_text_len: int) -> tuple[int, ...]:
+    """The word pieces the model reads of a caption (cut as :func:`~mmtlab.data.collate.collate_texts` cuts)."""
+    return tuple(ids) if len(ids) <= max_text_len else tuple(ids[: max_text_len - 1])
 
 
 def _image_batches(store, batch_size: int, max_regions: int, pixels: bool):
@@ -172,12 +177,17 @@ def evaluate_retrieval(
         tokenizer = get_tokenizer()
     model.eval()
     device = model_device(model)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults per batch of pairs
     batch_size = batch_size or (4096 if device.type == "cuda" else 512)
     rank, world, barrier = _dist()
     pixels = model.config.image_input == "pixels"
-    texts = _text_batches(store, tokenizer, encode_batch_size, max_text_len)
+    captions = list(store.captions)
+    encodings = tokenizer.encode_batch(captions)
+    texts = _text_batches(captions, encodings, tokenizer, encode_batch_size, max_text_len)
     images = _image_batches(store, encode_batch_size, max_regions, pixels)
     caption_image = torch.as_tensor(store.caption_image)
+    caps = recall_caps([_model_text(e.ids, max_text_len) for e in encodings], store.caption_image)
 
     start = time.perf_counter()
     result: dict[str, Any] = {"protocol": protocol, "scorer": scorer}
@@ -233,10 +243,17 @@ def evaluate_retrieval(
                 notes.append(f"k={k} < 10: ranks beyond {k} come from the embedding similarity alone")
     seconds = time.perf_counter() - start
     notes = metrics.pop("notes") + notes
+    if caps["captions_sharing_text"]:
+        notes.append(
+            f"{caps['captions_sharing_text']} captions share their text with a caption of another image: R@1 can be at "
+            f"most {caps['text_to_image']:.2f} (text->image) and {caps['image_to_text']:.2f} (image->text) "
+            "under the pessimistic tie rule (r1_cap)"
+        )
     result.update(
         n_images=metrics.pop("n_images"),
         n_captions=metrics.pop("n_captions"),
         **metrics,
+        r1_cap=caps,
         seconds=round(seconds, 3),
         pairs_scored=pairs,
         pairs_total=nc * ni,
@@ -281,11 +298,37 @@ def _is_chunk_file(path: Path) -> bool:
     return path.is_file() and (path.name in ("meta.json", "meta.json.tmp") or path.name.startswith("chunk_"))
 
 
-def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = None, split: str = "test",
+def pick_split(store, split: str | None) -> str:
+    """The split to evaluate: ``split`` when given, else the store's only split, else ``test``."""
+    if split is not None:
+        return split
+    names = store.meta["split_names"]
+    return names[0] if len(names) == 1 else "test"
+
+
+def check_store_fits(model, store, name: str) -> None:
+    """Raise :class:`EvalError` naming the store and the fix when ``model`` (run ``name``) cannot read it."""
+    from ..data.store import no_pixels_error
+
+    m = model.config
+    if m.image_input == "regions" and m.feat_dim != store.meta["feat_dim"]:
+        raise EvalError(f"{store.path}: region features of width {store.meta['feat_dim']}, but run {name} has "
+                        f"model.feat_dim={m.feat_dim}; evaluate it on a store of {m.feat_dim}-d features")
+    if m.image_input == "pixels" and not store.has_pixels:
+        raise EvalError(f"run {name}: {no_pixels_error(store.path)}")
+    if m.image_input == "pixels" and tuple(store.meta["pixels_shape"][1:]) != (m.image_size, m.image_size):
+        raise EvalError(f"{store.path}: pixels of {store.meta['pixels_shape'][1]}x{store.meta['pixels_shape'][2]}, but run "
+                        f"{name} reads {m.image_size}x{m.image_size} (model.image_size); write the store with "
+                        f"`--pixels {m.image_size}`")
+
+
+def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = None, split: str | None = None,
                  scorer: str | None = None, k: int = 128, shortlist: str | Path | None = None,
                  batch_size: int | None = None, device: str = "auto", progress: bool = True,
-                 compile: bool = False) -> dict:
-    """``mmtlab eval retrieval``: evaluate the finished run ``run`` on split ``split`` of store ``data``.
+                 compile: bool = False, max_images: int | None = None, seed: int = 0) -> dict:
+    """``mmtlab eval retrieval``: evaluate the finished run ``run`` on split ``split`` of store ``data``
+    (default: :func:`pick_split`); ``max_images``: on a subsample of that many of its images drawn with
+    ``seed``, with all their captions (recorded as ``subsample`` in the results).
 
     ``scorer`` None: :func:`default_scorer`. Checks that the run can honestly use it (:func:`check_scorer`),
     writes the results JSON to ``out`` (rank 0) with the run, preset, data and split added, and keeps the
@@ -303,6 +346,8 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
     run = Path(run)
     if out is not None:
         check_results_path(out)
+    if max_images is not None and max_images < 1:
+        raise EvalError(f"--max-images {max_images}: must be >= 1")
     d = init_distributed("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
     try:
         dev = pick_device(device, d.local_rank)
@@ -316,13 +361,21 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
         compile = compile and not model.config.is_dual  # an all-U model runs no layer per pair
         if compile:  # an instance attribute: every scorer calls model.match_logits
             model.match_logits = compile_fn(model.match_logits, dynamic=True, freeze=True)
-        store = open_store(data).split(split)
+        whole = open_store(data)
+        given_split, split = split, pick_split(whole, split)
+        store = whole.split(split)
         for m, name in ((model, str(run)), (short_model, str(shortlist))):
-            if m is not None and m.config.image_input == "regions" and m.config.feat_dim != store.meta["feat_dim"]:
-                raise EvalError(f"{data}: region features of width {store.meta['feat_dim']}, but run {name} has "
-                                f"model.feat_dim={m.config.feat_dim}")
+            if m is not None:
+                check_store_fits(m, store, name)
         work_dir = Path(str(out) + ".scores") if out is not None and scorer == "exhaustive" else None
         work_meta = {"run": str(run.resolve()), "data": str(Path(data).resolve()), "split": split}
+        subsample = None
+        if max_images is not None:
+            full = store
+            store = store.sample_images(max_images, seed)
+            subsample = {"max_images": max_images, "seed": seed, "images": store.n_images, "captions": len(store),
+                         "split_images": full.n_images, "split_captions": len(full)}
+            work_meta.update(max_images=max_images, sample_seed=seed)  # other images: other score chunks
         result = evaluate_retrieval(
             model, store, scorer, k, shortlist_model=short_model, batch_size=batch_size,
             max_text_len=cfg.data.max_text_len, max_regions=cfg.data.max_regions, work_dir=work_dir,
@@ -332,7 +385,15 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
         if d.owned:
             torch.distributed.destroy_process_group()
     header = {"run": str(run), "preset": cfg.preset, "scale": cfg.scale, "schedule": cfg.model.schedule,
-              "loss": cfg.loss.name, "data": str(data), "split": split}
+              "loss": cfg.loss.name, "data": str(data), "split": split, "subsample": subsample}
+    if given_split is None and split != "test":
+        result["notes"].append(f"split {split!r}: the store's only split (no --split given)")
+    if subsample is not None and subsample["images"] < subsample["split_images"]:
+        result["notes"].append(
+            f"a seeded subsample: {subsample['images']} of the split's {subsample['split_images']} images (seed "
+            f"{seed}) with their {subsample['captions']} captions; fewer distractors than the whole split, so R@K is "
+            "higher than on all of it"
+        )
     if shortlist is not None:
         header["shortlist_run"] = str(shortlist)
     if tuned:
@@ -361,5 +422,5 @@ def results_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SCORERS", "evaluate_retrieval", "evaluate_run", "check_results_path", "check_scorer", "default_scorer", "itm_trained",
-           "embedding_trained", "results_table"]
+__all__ = ["SCORERS", "evaluate_retrieval", "evaluate_run", "check_results_path", "check_scorer", "check_store_fits",
+           "default_scorer", "itm_trained", "embedding_trained", "pick_split", "results_table"]

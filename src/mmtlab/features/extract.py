@@ -10,14 +10,22 @@ Backbone ``efficientnet-lite0`` (ImageNet EfficientNet-Lite0, :mod:`mmtlab.featu
   detector run elsewhere): each box is RoI-aligned (bilinear sampling, :func:`roi_align`) on the feature grid,
   and classified by the same classifier.
 
+Every image is decoded to RGB with transparency (an alpha channel, or a PNG colour key ``tRNS`` in any mode)
+composited on white, 16-bit greyscale scaled to 8 bits, SVG rendered with the optional package ``resvg-py``
+(:data:`SVG_PACKAGE`), then fitted to the square input by :func:`fit_square` (``resize``: ``pad``, the default,
+``crop`` or ``stretch``; :data:`RESIZE_MODES`).
+
 Extraction is batched, resumable (finished chunks of ``chunk_size`` images are kept in ``OUT.parts/`` and
-skipped on a rerun) and skips unreadable images, counting them; past ``max_bad_fraction`` it stops with an error
-naming some of them (the bad-input rule of docs/design.md, "Real corpora and bad input") and writes no store.
+skipped on a rerun after an interruption) and skips unreadable images, counting them; past ``max_bad_fraction``
+it stops with an error naming some of them (the bad-input rule of docs/design.md, "Real corpora and bad
+input"), writes no store and removes ``OUT.parts/``. Files of a format it cannot read (SVG without
+``resvg-py``, a ``.txt`` in ``--images DIR``) are skipped and counted apart, never fatal.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -33,6 +41,12 @@ from ..data.store import DataError, StoreWriter, box_area, check_store_target
 from .efficientnet import FEAT_DIM, INPUT_SIZE, N_CLASSES, load_efficientnet_lite0, preprocess
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SVG_EXTENSIONS = (".svg",)
+SVG_PACKAGE = "resvg-py"  # optional: renders SVG (a Rust wheel, no system library, no network)
+SVG_MAX_SIDE = 4096  # an SVG is rendered with its shorter side at the input size, its longer at most this
+RESIZE_MODES = ("pad", "crop", "stretch")
+DEFAULT_RESIZE = "pad"  # the whole picture, undistorted, on the white of transparent images
+BACKGROUND = 255  # white: transparent pixels and the bars of --resize pad
 BACKBONES = ("efficientnet-lite0",)
 TORCHVISION_NOTE = (
     "needs torchvision, which cannot be imported beside this CPU build of torch (PyPI's torchvision wheels are "
@@ -43,6 +57,10 @@ TORCHVISION_NOTE = (
 
 class FeatureError(DataError):
     """A feature-extraction input or option is wrong; the message names it and what is valid."""
+
+
+class UnsupportedFormat(ValueError):
+    """A file whose format this installation cannot read (skipped and counted apart from unreadable files)."""
 
 
 @dataclass
@@ -57,7 +75,8 @@ class ImageItem:
 
 # -------------------------------------------------------------------------------------------- inputs
 def list_images(images_dir: str | Path | None = None, list_file: str | Path | None = None) -> list[ImageItem]:
-    """Items of a folder (every image file under it, sorted) or of a list file: one ``PATH`` or
+    """Items of a folder (every file under it but hidden ones, sorted: files that are not images are skipped and
+    counted at extraction) or of a list file: one ``PATH`` or
     ``PATH<TAB>CAPTION`` per line (relative paths are relative to the list file; a path repeated on several
     lines collects its captions; ``#`` lines and blank lines are skipped)."""
     if (images_dir is None) == (list_file is None):
@@ -66,10 +85,10 @@ def list_images(images_dir: str | Path | None = None, list_file: str | Path | No
         root = Path(images_dir)
         if not root.is_dir():
             raise FeatureError(f"--images {root}: no such directory")
-        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        if not paths:
-            raise FeatureError(f"--images {root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under it")
-        return [ImageItem(p, key=str(p.relative_to(root))) for p in paths]
+        paths = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root)))
+        if not any(p.suffix.lower() in IMAGE_EXTENSIONS + SVG_EXTENSIONS for p in paths):
+            raise FeatureError(f"--images {root}: no image files ({', '.join(IMAGE_EXTENSIONS + SVG_EXTENSIONS)}) under it")
+        return [ImageItem(p, key=str(p.relative_to(root))) for p in paths]  # other files: counted as unsupported
     list_file = Path(list_file)
     if not list_file.is_file():
         raise FeatureError(f"--list {list_file}: no such file")
@@ -109,21 +128,92 @@ def read_boxes(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def load_rgb(path: Path, background: int = 255) -> Image.Image:
-    """Decode an image as RGB (transparency composited on a plain background). Raises ``OSError`` /
-    ``UnidentifiedImageError`` / ``ValueError`` for unreadable files."""
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def load_rgb(path: Path, background: int = BACKGROUND, svg_side: int = INPUT_SIZE) -> Image.Image:
+    """Decode an image as RGB: transparency (alpha, or a ``tRNS`` colour key in an RGB, L or P PNG) composited
+    on a plain ``background``, 16-bit greyscale scaled to 8 bits, SVG rendered with its shorter side at
+    ``svg_side`` pixels. Raises :class:`UnsupportedFormat` for a format this installation cannot read, and
+    ``OSError`` / ``UnidentifiedImageError`` / ``ValueError`` for unreadable files."""
+    suffix = Path(path).suffix.lower()
+    if suffix in SVG_EXTENSIONS:
+        return _on_background(_render_svg(Path(path), svg_side), background)
+    if suffix not in IMAGE_EXTENSIONS:
+        raise UnsupportedFormat(f"not an image file ({suffix or 'no extension'}); images: {', '.join(IMAGE_EXTENSIONS + SVG_EXTENSIONS)}")
     with Image.open(path) as im:
         im.load()
-        if im.mode in ("RGBA", "LA", "P", "PA"):
-            im = im.convert("RGBA")
-            canvas = Image.new("RGBA", im.size, (background,) * 3 + (255,))
-            return Image.alpha_composite(canvas, im).convert("RGB")
+        if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            im = _to_8bit(im)
+        if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+            return _on_background(im.convert("RGBA"), background)
         return im.convert("RGB")
 
 
-def to_uint8_chw(im: Image.Image, size: int) -> np.ndarray:
-    """Resize (bicubic, aspect not kept: the grid covers the whole image) -> (3, size, size) uint8."""
-    return np.asarray(im.resize((size, size), Image.BICUBIC), dtype=np.uint8).transpose(2, 0, 1).copy()
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer / float) greyscale image as 8-bit ``L`` (``LA`` when it has a colour key):
+    16-bit values scaled by 1/257 (Pillow's own conversion clips them, turning most pictures white)."""
+    a = np.asarray(im, dtype=np.float64)
+    divisor = 257.0 if im.mode.startswith("I;16") or (a.size and a.max() > 255) else 1.0
+    grey = np.clip(np.rint(a / divisor), 0, 255).astype(np.uint8)
+    key = im.info.get("transparency")
+    if isinstance(key, int):  # the colour key is matched on the 16-bit values
+        return Image.fromarray(np.dstack([grey, np.where(a == key, 0, 255).astype(np.uint8)]), "LA")
+    return Image.fromarray(grey, "L")
+
+
+def _on_background(rgba: Image.Image, background: int) -> Image.Image:
+    canvas = Image.new("RGBA", rgba.size, (background,) * 3 + (255,))
+    return Image.alpha_composite(canvas, rgba).convert("RGB")
+
+
+def _render_svg(path: Path, side: int) -> Image.Image:
+    """An SVG file as an RGBA image whose shorter side is ``side`` pixels (the longer one at most
+    :data:`SVG_MAX_SIDE`), rendered by ``resvg-py``; without it, :class:`UnsupportedFormat`."""
+    try:
+        import resvg_py
+    except ImportError:
+        raise UnsupportedFormat(f"SVG is not supported without the optional package {SVG_PACKAGE} "
+                                f"(pip install {SVG_PACKAGE}, then rerun)") from None
+    natural = _png(resvg_py.svg_to_bytes(svg_path=str(path)))
+    w, h = natural.size
+    zoom = min(side / min(w, h), SVG_MAX_SIDE / max(w, h))
+    return natural if abs(zoom - 1) < 1e-6 else _png(resvg_py.svg_to_bytes(svg_path=str(path), zoom=zoom))
+
+
+def _png(data: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(bytes(data)))
+    im.load()
+    return im.convert("RGBA")
+
+
+def fit_square(im: Image.Image, size: int, resize: str = DEFAULT_RESIZE,
+               background: int = BACKGROUND) -> tuple[Image.Image, np.ndarray]:
+    """``im`` fitted to ``size`` x ``size`` (bicubic): ``pad`` scales the longer side to ``size`` and centres
+    the picture on ``background`` bars, ``crop`` scales the shorter side to ``size`` and keeps the centre,
+    ``stretch`` ignores the aspect ratio. Returns the square image and (4,) ``a_x, b_x, a_y, b_y``: a pixel
+    ``(x, y)`` of ``im`` lands at ``(a_x x + b_x, a_y y + b_y)`` of the square, normalised to [0, 1]."""
+    if resize not in RESIZE_MODES:
+        raise FeatureError(f"--resize {resize!r}: valid: {', '.join(RESIZE_MODES)}")
+    w, h = im.size
+    if resize == "stretch":
+        return im.resize((size, size), Image.BICUBIC), np.array([1 / w, 0, 1 / h, 0], np.float32)
+    scale = size / (max(w, h) if resize == "pad" else min(w, h))
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    scaled = im.resize((nw, nh), Image.BICUBIC)
+    ox, oy = (size - nw) // 2, (size - nh) // 2  # negative when cropping
+    if resize == "pad":
+        square = Image.new("RGB", (size, size), (background,) * 3)
+        square.paste(scaled, (ox, oy))
+    else:
+        square = scaled.crop((-ox, -oy, -ox + size, -oy + size))
+    return square, np.array([nw / w / size, ox / size, nh / h / size, oy / size], np.float32)
+
+
+def to_uint8_chw(im: Image.Image, size: int, resize: str = DEFAULT_RESIZE) -> np.ndarray:
+    """:func:`fit_square` -> (3, size, size) uint8."""
+    return np.asarray(fit_square(im, size, resize)[0], dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 # -------------------------------------------------------------------------------------------- regions
@@ -193,9 +283,13 @@ def make_extractor(backbone: str, weights: str | Path | None = None, size: int =
 
 
 # -------------------------------------------------------------------------------------------- the run
-def _normalise_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    scale = np.array([width, height, width, height], dtype=np.float32)
-    return np.clip(boxes / scale, 0.0, 1.0)
+def _normalise_boxes(boxes: np.ndarray, width: int, height: int, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 4) boxes in pixels of the original image -> normalised to the image (what the store keeps) and to the
+    square input (where they are pooled, see :func:`fit_square`), both clipped to [0, 1]."""
+    ax, bx, ay, by = affine
+    image = boxes / np.array([width, height, width, height], dtype=np.float32)
+    square = boxes * np.array([ax, ay, ax, ay], np.float32) + np.array([bx, by, bx, by], np.float32)
+    return np.clip(image, 0.0, 1.0), np.clip(square, 0.0, 1.0)
 
 
 def _fingerprint(items: list[ImageItem], options: dict) -> str:
@@ -203,6 +297,15 @@ def _fingerprint(items: list[ImageItem], options: dict) -> str:
     for it in items:
         h.update(f"{it.path}\0{it.key}\0{it.split}\n".encode())
     return h.hexdigest()[:16]
+
+
+def svg_renderer() -> str | None:
+    """``resvg-py VERSION`` when the optional SVG renderer is installed, else None."""
+    try:
+        import resvg_py
+    except ImportError:
+        return None
+    return f"{SVG_PACKAGE} {getattr(resvg_py, '__version__', '?')}"
 
 
 def extract_store(
@@ -221,16 +324,22 @@ def extract_store(
     meta: dict | None = None,
     source: str = "images",
     progress: bool = True,
+    resize: str = DEFAULT_RESIZE,
 ) -> dict:
     """Extract features of ``items`` into the store ``out`` (see the module doc). ``pixels``: also store the
-    image resized to ``pixels`` x ``pixels`` (for the pixel path); ``source`` names the input in errors.
-    Returns a summary: images written, skipped (with examples), chunks reused from an interrupted run."""
+    image fitted to ``pixels`` x ``pixels`` (for the pixel path); ``resize``: how a picture is fitted to the
+    square input (:func:`fit_square`); ``source`` names the input in errors. Returns a summary: images written,
+    unreadable and unsupported files skipped (with examples), what the resizing did, chunks reused from an
+    interrupted run. On an error no store is written and ``OUT.parts/`` is removed; on an interruption
+    (``KeyboardInterrupt``, a kill) the finished chunks stay there for a rerun."""
     from ..progress import progress_bar
 
-    bad = BadRecords(source, max_bad_fraction)  # checks the fraction before any work
+    bad = BadRecords(source, max_bad_fraction, what="images are unreadable")  # checks the fraction before any work
     check_store_target(Path(out))  # and that the store may be written there
     if batch_size < 1 or chunk_size < 1:
         raise FeatureError("--batch-size and the chunk size must be >= 1")
+    if resize not in RESIZE_MODES:
+        raise FeatureError(f"--resize {resize!r}: valid: {', '.join(RESIZE_MODES)}")
     if not items:
         raise FeatureError("no images to extract")
     extractor = make_extractor(backbone, weights, size, device)
@@ -242,49 +351,87 @@ def extract_store(
     out = Path(out)
     parts = out.parent / f"{out.name}.parts"
     options = {"backbone": backbone, "size": size, "pixels": pixels, "classes": classes, "chunk": chunk_size,
-               "boxes": str(boxes_file) if boxes_file else None}
+               "boxes": str(boxes_file) if boxes_file else None, "resize": resize, "svg": svg_renderer()}
     fingerprint = _fingerprint(items, options)
     manifest = parts / "manifest.json"
     if parts.exists() and (not manifest.is_file() or json.loads(manifest.read_text()).get("fingerprint") != fingerprint):
         raise FeatureError(f"{parts}: left by an interrupted extraction with other images or options; remove it to start over")
     parts.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps({"fingerprint": fingerprint, **options}) + "\n")
+    try:
+        manifest.write_text(json.dumps({"fingerprint": fingerprint, **options}) + "\n")
+        chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
+        reused = 0
+        bar = progress_bar(total=len(items), unit="img", desc=f"features {backbone}", disable=not progress)
+        for c, chunk in enumerate(chunks):
+            part = parts / f"part-{c:05d}.npz"
+            if part.is_file():
+                reused += 1
+                bar.update(len(chunk))
+                continue
+            records, skipped, unsupported = [], [], []
+            for b in range(0, len(chunk), batch_size):
+                batch = chunk[b : b + batch_size]
+                records += _extract_batch(extractor, batch, b, size, pixels, given, resize, skipped, unsupported)
+                bar.update(len(batch))
+            _save_part(part, records, skipped, unsupported, classes)
+        bar.close()
+        part_files = [parts / f"part-{c:05d}.npz" for c in range(len(chunks))]
+        report = _read_reports(part_files, chunks, bad, size, resize)
+        _write_store(out, extractor, chunks, part_files, classes, pixels, {
+            "style": "images", "source": "features extract", "backbone": backbone, "input_size": size,
+            "regions": "boxes" if given is not None else "grid", "resize": resize, "extract": report, **(meta or {})})
+    except Exception:
+        shutil.rmtree(parts, ignore_errors=True)  # an error, not an interruption: nothing is left to resume
+        raise
+    shutil.rmtree(parts)
+    return {"out": str(out), "images": report["images"], "captions": report["captions"], "skipped": len(bad.bad),
+            "first_skipped": bad.summary()["first_skipped"], "unsupported": report["unsupported"],
+            "first_unsupported": report["first_unsupported"], "resize": report["resize"],
+            "chunks_reused": reused, "chunks": len(chunks)}
 
-    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
-    reused = 0
-    bar = progress_bar(total=len(items), unit="img", desc=f"features {backbone}", disable=not progress)
-    for c, chunk in enumerate(chunks):
-        part = parts / f"part-{c:05d}.npz"
-        if part.is_file():
-            reused += 1
-            bar.update(len(chunk))
-            continue
-        records, skipped = [], []
-        for b in range(0, len(chunk), batch_size):
-            batch = chunk[b : b + batch_size]
-            records += _extract_batch(extractor, batch, b, size, pixels, given, skipped)
-            bar.update(len(batch))
-        _save_part(part, records, skipped, classes)
-    bar.close()
 
-    part_files = [parts / f"part-{c:05d}.npz" for c in range(len(chunks))]
-    for f in part_files:
+def _read_reports(part_files: list[Path], chunks: list[list[ImageItem]], bad: BadRecords, size: int, resize: str) -> dict:
+    """What the chunks skipped and what resizing did; raises :class:`FeatureError` past the bad fraction or
+    when no image could be read."""
+    unsupported, sizes, svgs, captions = [], [], 0, 0
+    for chunk, f in zip(chunks, part_files):
         with np.load(f, allow_pickle=False) as part:
             for where, reason in part["bad"].reshape(-1, 2):
                 bad.skip(str(where), str(reason))
-    bad.total = len(items)
+            unsupported += [f"{w}: {r}" for w, r in part["unsupported"].reshape(-1, 2)]
+            sizes.append(part["sizes"].reshape(-1, 2))
+            kept = [chunk[j] for j in part["index"]]
+        svgs += sum(it.path.suffix.lower() in SVG_EXTENSIONS for it in kept)
+        captions += sum(len(it.captions) for it in kept)
+    bad.total = sum(len(c) for c in chunks) - len(unsupported)
+    wh = np.concatenate(sizes).astype(np.float64)  # (n, 2) width, height before resizing
+    if len(wh) == 0:
+        first = (unsupported + [f"{w}: {r}" for w, r in bad.bad])[:3]
+        raise FeatureError(f"{bad.source}: no image could be read ({len(unsupported)} unsupported, {len(bad.bad)} "
+                           f"unreadable); first: {'; '.join(first)}")
     try:
         bad.check()
     except DataError as e:
-        raise FeatureError(f"{e} (finished chunks are kept in {parts} for a rerun)") from None
-    meta = {"style": "images", "source": "features extract", "backbone": backbone, "input_size": size,
-            "regions": "boxes" if given is not None else "grid", **(meta or {})}
+        raise FeatureError(f"{e}; no store was written") from None
+    scale = size / (wh.max(1) if resize == "pad" else wh.min(1))
+    return {
+        "images": len(wh), "captions": captions, "unreadable": len(bad.bad), "unsupported": len(unsupported),
+        "first_unsupported": unsupported[:5], "svg_rendered": svgs, "svg_renderer": svg_renderer(),
+        "resize": {"mode": resize, "input": size, "background": "white" if resize == "pad" else None,
+                   "not_square": int((wh[:, 0] != wh[:, 1]).sum()), "upscaled": int((scale > 1).sum()),
+                   "over_3_to_1": int((wh.max(1) > 3 * wh.min(1)).sum())},
+    }
+
+
+def _write_store(out: Path, extractor, chunks: list[list[ImageItem]], part_files: list[Path], classes: bool,
+                 pixels: int | None, meta: dict) -> None:
+    """The finished chunks, one in memory at a time, into the store ``out`` (with each image's captions)."""
     pixels_shape = (3, pixels, pixels) if pixels else None
     n_classes = extractor.n_classes if classes else None
     with StoreWriter(out, extractor.feat_dim, n_classes=n_classes, pixels_shape=pixels_shape, meta=meta) as writer:
         for chunk, f in zip(chunks, part_files):
             with np.load(f, allow_pickle=False) as npz:
-                part = dict(npz)  # one chunk in memory at a time
+                part = dict(npz)
             off = part["region_offsets"]
             for n, j in enumerate(part["index"]):
                 a, b = off[n], off[n + 1]
@@ -295,46 +442,55 @@ def extract_store(
                 )
                 for caption in it.captions:
                     writer.add_caption(i, caption)
-    shutil.rmtree(parts)
-    return {"out": str(out), "images": writer.n_images, "captions": writer.n_captions, "skipped": len(bad.bad),
-            "first_skipped": bad.summary()["first_skipped"], "chunks_reused": reused, "chunks": len(chunks)}
 
 
 def _extract_batch(extractor, batch: list[ImageItem], first: int, size: int, pixels: int | None,
-                   given: dict[str, np.ndarray] | None, skipped: list[tuple[str, str]]) -> list[tuple]:
-    """Decode and extract one batch; unreadable images go to ``skipped``. Returns ``(index in chunk, regions,
-    pixels or None)`` per readable image."""
-    images, kept, boxes = [], [], []
+                   given: dict[str, np.ndarray] | None, resize: str, skipped: list[tuple[str, str]],
+                   unsupported: list[tuple[str, str]]) -> list[tuple]:
+    """Decode and extract one batch; unreadable images go to ``skipped``, files of an unsupported format to
+    ``unsupported``. Returns ``(index in chunk, regions, pixels or None, (width, height))`` per readable image."""
+    images, kept, boxes, stored_boxes = [], [], [], []
     for j, it in enumerate(batch, start=first):
         try:
-            im = load_rgb(it.path)
+            im = load_rgb(it.path, svg_side=max(size, pixels or 0))
+        except UnsupportedFormat as e:
+            unsupported.append((str(it.path), str(e)))
+            continue
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
             skipped.append((str(it.path), f"{type(e).__name__}: {e}"))
             continue
-        images.append(to_uint8_chw(im, size))
-        kept.append((j, to_uint8_chw(im, pixels) if pixels else None))
+        square, affine = fit_square(im, size, resize)
+        images.append(np.asarray(square, dtype=np.uint8).transpose(2, 0, 1))  # (3, size, size)
+        kept.append((j, to_uint8_chw(im, pixels, resize) if pixels else None, im.size))
         if given is not None:
-            boxes.append(_normalise_boxes(given[it.key], *im.size))
+            on_image, on_square = _normalise_boxes(given[it.key], *im.size, affine)
+            stored_boxes.append(on_image)
+            boxes.append(on_square)
     if not images:
         return []
     regions = extractor(np.stack(images), boxes if given is not None else None)
-    return [(j, r, px) for (j, px), r in zip(kept, regions)]
+    for r, b in zip(regions, stored_boxes):
+        r["boxes"] = box_area(b)  # the store keeps boxes on the original image
+    return [(j, r, px, wh) for (j, px, wh), r in zip(kept, regions)]
 
 
-def _save_part(path: Path, records: list, bad: list[tuple[str, str]], classes: bool) -> None:
+def _save_part(path: Path, records: list, bad: list[tuple[str, str]], unsupported: list[tuple[str, str]],
+               classes: bool) -> None:
     """One finished chunk: its images' regions back to back (written under a temporary name, then renamed)."""
-    feats = [r["feats"] for _, r, _ in records]
+    feats = [r["feats"] for _, r, _, _ in records]
     arrays = {
-        "index": np.array([j for j, _, _ in records], dtype=np.int64),
+        "index": np.array([j for j, _, _, _ in records], dtype=np.int64),
         "region_offsets": np.cumsum([0] + [len(f) for f in feats]).astype(np.int64),
         "feats": np.concatenate(feats) if feats else np.zeros((0, FEAT_DIM), np.float16),
-        "boxes": np.concatenate([r["boxes"] for _, r, _ in records]) if records else np.zeros((0, 5), np.float32),
+        "boxes": np.concatenate([r["boxes"] for _, r, _, _ in records]) if records else np.zeros((0, 5), np.float32),
+        "sizes": np.array([wh for _, _, _, wh in records], dtype=np.int64).reshape(-1, 2),  # (n, 2) original w, h
         "bad": np.array(bad, dtype=str).reshape(-1, 2),  # (path, reason) rows
+        "unsupported": np.array(unsupported, dtype=str).reshape(-1, 2),
     }
     if classes:
-        arrays["cls"] = np.concatenate([r["cls"] for _, r, _ in records]) if records else np.zeros((0, N_CLASSES), np.float16)
+        arrays["cls"] = np.concatenate([r["cls"] for _, r, _, _ in records]) if records else np.zeros((0, N_CLASSES), np.float16)
     if records and records[0][2] is not None:
-        arrays["pixels"] = np.stack([px for _, _, px in records])
+        arrays["pixels"] = np.stack([px for _, _, px, _ in records])
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(path)

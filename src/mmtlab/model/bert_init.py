@@ -71,7 +71,8 @@ def load_bert_into(model: torch.nn.Module, path: str | Path) -> int:
     sd = _read_state(path)
 
     emb = model.text_embed
-    emb.word.weight.copy_(sd["embeddings.word_embeddings.weight"])
+    words = sd["embeddings.word_embeddings.weight"]
+    emb.word.weight.copy_(words if cfg.vocab_ids is None else words[cfg.vocab_ids])
     emb.position.weight.copy_(sd["embeddings.position_embeddings.weight"][: cfg.max_positions])
     emb.segment.weight.copy_(sd["embeddings.token_type_embeddings.weight"][: cfg.type_vocab_size])
     emb.norm.weight.copy_(sd["embeddings.LayerNorm.weight"])

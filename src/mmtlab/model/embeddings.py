@@ -5,15 +5,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import UNK_ID, ModelConfig
 
 
 class TextEmbedding(nn.Module):
-    """BERT-style: word + position + segment, then LayerNorm and dropout."""
+    """BERT-style: word + position + segment, then LayerNorm and dropout.
+
+    With ``cfg.vocab_ids`` the word embeddings hold only those pieces (row ``i`` = ``vocab_ids[i]``) and every
+    other id reads the ``[UNK]`` row: :meth:`word_rows` maps ids to rows (the MLM head predicts rows too).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.word = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.word = nn.Embedding(cfg.n_words, cfg.width)
+        rows = None
+        if cfg.vocab_ids is not None:
+            kept = torch.tensor(cfg.vocab_ids)
+            rows = torch.full((cfg.vocab_size,), cfg.vocab_ids.index(UNK_ID), dtype=torch.long)
+            rows[kept] = torch.arange(len(kept))
+        self.register_buffer("rows", rows, persistent=False)  # (vocab_size,) id -> row, or None: the identity
         self.position = nn.Embedding(cfg.max_positions, cfg.width)
         self.segment = nn.Embedding(cfg.type_vocab_size, cfg.width)
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
@@ -22,9 +32,13 @@ class TextEmbedding(nn.Module):
     def forward(self, text_ids: torch.Tensor, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
         B, T = text_ids.shape
         pos = torch.arange(T, device=text_ids.device)
-        x = self.word(text_ids) + self.position(pos)[None]  # (B, T, D)
+        x = self.word(self.word_rows(text_ids)) + self.position(pos)[None]  # (B, T, D)
         x = x + (self.segment(segment_ids) if segment_ids is not None else self.segment.weight[0])
         return self.drop(self.norm(x))
+
+    def word_rows(self, text_ids: torch.Tensor) -> torch.Tensor:
+        """The embedding row (= MLM output index) of each word-piece id."""
+        return text_ids if self.rows is None else self.rows[text_ids]
 
 
 class RegionEmbedding(nn.Module):

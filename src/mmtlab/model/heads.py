@@ -39,7 +39,7 @@ class MLMHead(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.transform = Transform(cfg)
-        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        self.bias = nn.Parameter(torch.zeros(cfg.n_words))
 
     def forward(self, states: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         return F.linear(self.transform(states), word_embeddings, self.bias)  # (N, V)

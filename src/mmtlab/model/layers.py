@@ -77,10 +77,12 @@ def on_rows(fn, x: torch.Tensor, rows: RowMask, *more: torch.Tensor) -> torch.Te
 
 
 class StreamWeights(nn.Module):
-    """One stream's parameters in a layer: fused QKV, output projection, FFN, two LayerNorms (post-LN)."""
+    """One stream's parameters in a layer: fused QKV, output projection, FFN, two LayerNorms -- after each
+    residual sum (post-LN, BERT) or, with ``cfg.norm_first``, on each branch's input (pre-LN)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.norm_first = cfg.norm_first
         self.qkv = nn.Linear(cfg.width, 3 * cfg.width)
         self.out = nn.Linear(cfg.width, cfg.width)
         self.attn_norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
@@ -89,8 +91,15 @@ class StreamWeights(nn.Module):
         self.ffn_norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
         self.drop = nn.Dropout(cfg.dropout)
 
+    def project_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """Queries, keys and values of the tokens ``x``: (..., 3D)."""
+        return self.qkv(self.attn_norm(x) if self.norm_first else x)
+
     def finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        """Residual + LayerNorm around attention, then around the feed-forward block."""
+        """Residual around attention, then around the feed-forward block, each with its LayerNorm."""
+        if self.norm_first:
+            x = x + self.drop(self.out(attended))
+            return x + self.drop(self.ffn_out(F.gelu(self.ffn_in(self.ffn_norm(x)))))
         x = self.attn_norm(x + self.drop(self.out(attended)))
         return self.ffn_norm(x + self.drop(self.ffn_out(F.gelu(self.ffn_in(x)))))
 
@@ -150,7 +159,7 @@ class Layer(nn.Module):
     def _attend(self, parts: list[tuple[StreamWeights, torch.Tensor, RowMask, RowMask]], mask: torch.Tensor, first_only: bool) -> list[torch.Tensor]:
         """One SDPA call over the concatenated parts ``(weights, x, input rows, kept rows)``: each part projects
         its input rows (all if None) and then finishes with its own weights at its kept rows (all if None)."""
-        qkvs = [on_rows(w.qkv, x, inp) for w, x, inp, _ in parts]
+        qkvs = [on_rows(w.project_qkv, x, inp) for w, x, inp, _ in parts]
         qkv = qkvs[0] if len(qkvs) == 1 else torch.cat(qkvs, dim=1)  # (B, N, 3D)
         B, N, D3 = qkv.shape
         q, k, val = qkv.view(B, N, 3, self.heads, D3 // (3 * self.heads)).permute(2, 0, 3, 1, 4)  # (B, H, N, hd)

@@ -28,6 +28,9 @@ class MultimodalTransformer(nn.Module):
         self.text_embed = TextEmbedding(config)
         self.image_embed = PatchEmbedding(config) if config.image_input == "pixels" else RegionEmbedding(config)
         self.layers = nn.ModuleList([Layer(config, code) for code in config.schedule])
+        # pre-LN layers leave the residual sum unnormalised: one LayerNorm per stream on top of the stack
+        n_norms = (1 if config.shared else 2) if config.norm_first else 0
+        self.top_norms = nn.ModuleList([nn.LayerNorm(config.width, eps=config.ln_eps) for _ in range(n_norms)])
         n_itm = config.layers if config.hloss else 1
         self.itm = nn.ModuleList([ITMHead(config) for _ in range(n_itm)])  # last one is the model's ITM head
         self.mlm = MLMHead(config)
@@ -87,9 +90,17 @@ class MultimodalTransformer(nn.Module):
                 t, v = layer(t, v, masks[layer.code], first_only=True, real=real)  # (B, 1, D) each
             else:
                 t, v = layer(t, v, masks[layer.code], rows=last, real=real)
-            if keep_all:
-                outputs.append((t, v))
+            top = start + i + 1 == len(self.layers)
+            if self.top_norms and top:
+                t, v = self._top_norm(t, v)
+            if keep_all:  # every layer's output as the heads read it
+                outputs.append(self._top_norm(t, v) if self.top_norms and not top else (t, v))
         return t, v, outputs
+
+    def _top_norm(self, t: torch.Tensor | None, v: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Pre-LN only: the LayerNorm on top of the stack, per stream (what every head reads)."""
+        norm_t, norm_v = self.top_norms[0], self.top_norms[-1]
+        return (norm_t(t) if t is not None else None), (norm_v(v) if v is not None else None)
 
     @staticmethod
     def _real_rows(t, v, text_mask, img_mask) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
@@ -161,7 +172,7 @@ class MultimodalTransformer(nn.Module):
         out["img_emb"] = self.proj.embed_image(v[:, 0])  # (B, P)
         out["logit_scale"] = self.proj.logit_scale.exp()
         if batch.get("mlm_mask") is not None:
-            out["mlm_logits"] = self.mlm(t[batch["mlm_mask"]], self.text_embed.word.weight)  # (N_masked, vocab)
+            out["mlm_logits"] = self.mlm(t[batch["mlm_mask"]], self.text_embed.word.weight)  # (N_masked, n_words)
         if batch.get("mrm_mask") is not None:
             out["mrm_logits"], out["mrm_feats"] = self.mrm(v[batch["mrm_mask"]])  # (N_masked, C), (N_masked, F)
         return out

@@ -129,7 +129,7 @@ def _check_dataset(name: str, spec: Any, names: list[str]) -> dict[str, Any]:
     kinds = [k for k in ("style", "mix", "dir") if k in spec]
     if len(kinds) != 1:
         raise ConfigError(f"grid: datasets.{name} needs exactly one of style / mix / dir, got {sorted(spec)}")
-    allowed = {"style": {"style", "n", "noise", "seed", "split"}, "mix": {"mix", "sampling", "weights"}, "dir": {"dir", "split"}}[kinds[0]]
+    allowed = {"style": {"style", "n", "noise", "seed", "split", "regions"}, "mix": {"mix", "sampling", "weights"}, "dir": {"dir", "split"}}[kinds[0]]
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ConfigError(f"grid: datasets.{name}: unknown key(s) {unknown}; valid: {', '.join(sorted(allowed))}")

@@ -61,10 +61,11 @@ def store_path(grid: Grid, root: Path, name: str, log: Callable[[str], None] = p
             return None
         if not (out / "meta.json").exists():  # not finished by another process since we looked
             from ..data import synthesize
+            from ..data.synth import REGIONS
 
             log(f"generating dataset {name}: style {spec['style']}, {spec.get('n', 'default')} images, noise {spec.get('noise', 0.0)}")
             synthesize(out, style=spec["style"], n=spec.get("n"), noise=float(spec.get("noise", 0.0)),
-                       seed=int(spec.get("seed", 0)), split=spec.get("split"))  # fmt: skip
+                       seed=int(spec.get("seed", 0)), split=spec.get("split"), regions=int(spec.get("regions", REGIONS)))  # fmt: skip
     return out
 
 

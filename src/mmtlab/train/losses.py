@@ -221,7 +221,11 @@ class PretrainingLoss:
         if w("mlm"):
             if x.get("text_word_ids") is None:
                 raise ValueError("mlm needs batch['text_word_ids'] (the word of each piece) for whole-word masking")
-            x["text_ids"], masked = mask_words(ids, x["text_word_ids"], cfg.mlm_prob, cfg.mask_token_id, model.config.vocab_size)
+            kept = model.config.vocab_ids
+            x["text_ids"], masked = mask_words(
+                ids, x["text_word_ids"], cfg.mlm_prob, cfg.mask_token_id, model.config.vocab_size,
+                vocab_ids=None if kept is None else torch.tensor(kept),
+            )  # fmt: skip
             x["mlm_mask"] = masked & matched[:, None]  # (B, T)
         mrm = [t for t in MRM_TERMS if w(t)]
         if mrm:
@@ -234,7 +238,7 @@ class PretrainingLoss:
         if with_itm:
             terms["itm"] = itm_loss(out, labels)
         if w("mlm"):
-            terms["mlm"] = mlm_loss(out["mlm_logits"], ids[x["mlm_mask"]])
+            terms["mlm"] = mlm_loss(out["mlm_logits"], model.text_embed.word_rows(ids[x["mlm_mask"]]))
         if "mrm-kl" in mrm:
             terms["mrm-kl"] = mrm_kl_loss(out["mrm_logits"], x["img_cls"][x["mrm_mask"]])
         if "mrm-cls" in mrm:

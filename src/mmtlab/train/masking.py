@@ -129,13 +129,15 @@ def image_ids(batch: dict) -> torch.Tensor:
 
 
 def mask_words(
-    text_ids: torch.Tensor, word_ids: torch.Tensor, prob: float, mask_token_id: int, vocab_size: int
+    text_ids: torch.Tensor, word_ids: torch.Tensor, prob: float, mask_token_id: int, vocab_size: int,
+    vocab_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole-word masking with BERT's 80/10/10 rule.
 
     text_ids, word_ids: (B, T) (``word_ids`` = index of each piece's word, -1 for special/pad tokens).
     Picks ``max(1, round(prob * n_words))`` words per caption; every piece of a picked word is a target:
-    80% become ``[MASK]``, 10% a random id, 10% stay. Returns (new ids, targets (B, T) bool).
+    80% become ``[MASK]``, 10% a random id (uniform over ``[0, vocab_size)``, or over ``vocab_ids`` (K,) when
+    given: a model's own vocabulary), 10% stay. Returns (new ids, targets (B, T) bool).
     """
     B, T = text_ids.shape
     n_words = int(word_ids.max().item()) + 1 if word_ids.numel() else 0
@@ -149,7 +151,10 @@ def mask_words(
     ids = text_ids.clone()
     ids[targets & (r < 0.8)] = mask_token_id
     rand_pos = targets & (r >= 0.8) & (r < 0.9)
-    ids[rand_pos] = torch.randint(0, vocab_size, (int(rand_pos.sum()),), device=ids.device)
+    if vocab_ids is None:
+        ids[rand_pos] = torch.randint(0, vocab_size, (int(rand_pos.sum()),), device=ids.device)
+    else:
+        ids[rand_pos] = vocab_ids.to(ids.device)[torch.randint(0, len(vocab_ids), (int(rand_pos.sum()),), device=ids.device)]
     return ids, targets
 
 

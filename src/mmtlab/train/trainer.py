@@ -29,8 +29,10 @@ import torch.distributed as dist
 from torch import nn
 
 from ..config import ConfigError, save_yaml
+from ..cpu import keep_freed_memory
 from ..data.store import Store, open_store
 from ..data.loader import build_train_loader
+from ..data.tokenizer import caption_vocabulary
 from ..device import Dist, autocast, init_distributed, pick_device
 from ..errors import MmtlabError
 from ..model import build_from_config, compile_fn
@@ -240,6 +242,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, loss_fn: LossFn
 def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: Dist) -> Path:
     t = cfg.train
     device = pick_device(t.device, d.local_rank)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults for the activations every step frees and allocates again
     micro, accum = micro_batching(cfg, d.world)
     if not cfg.data_dirs:
         raise ConfigError("no training data: give at least one --data DIR (an mmtlab store)")
@@ -248,6 +252,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
     val_store = open_store(cfg.val_dir) if cfg.val_dir else None
     if t.holdout_images:
         stores[0], val_store = hold_out(stores[0], t.holdout_images)
+    if cfg.data.vocab == "train" and cfg.model.vocab_ids is None:  # before the run directory compares configs
+        vocab_ids = caption_vocabulary(c for s in stores for c in s.captions)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_ids=vocab_ids))
     ckpt, changes = prepare_run_dir(cfg, out, resume)
     if d.world > 1:
         dist.barrier()  # every process has checked the run directory before rank 0 writes into it
