@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.mmtlab-installed
 TORCH   := torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint format bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,15 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(ARGS)
+
+# ruff format --check and ruff check, configured in pyproject.toml ([tool.ruff]); `make format` applies both.
+lint: setup
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts
+
+format: setup
+	$(BIN)/ruff format src tests scripts
+	$(BIN)/ruff check --fix src tests scripts
 
 bench: setup
 	$(BIN)/mmtlab bench $(ARGS)

@@ -50,6 +50,7 @@ def batches(x: dict, keys: tuple[str, ...], n: int, size: int, device):
         for s in range(0, n, size):
             idx = torch.arange(s, min(s + size, n))
             yield idx, {k: x[k][idx].to(device) for k in keys}
+
     return gen
 
 
@@ -115,32 +116,70 @@ def main() -> None:
         x = random_inputs(nc, ni, vocab=30522)
         for preset in args.presets:
             torch.manual_seed(0)
-            model = mmtlab.build_model(preset, scale="tiny" if scale == "tiny" else "paper", feat_dim=FEAT).to(device).eval()
-            row = {"preset": preset, "scale": scale, "schedule": model.config.schedule, "pairs": nc * ni,
-                   "batch_size": bs, "device": torch.cuda.get_device_name() if cuda else "cpu"}
+            model = (
+                mmtlab.build_model(preset, scale="tiny" if scale == "tiny" else "paper", feat_dim=FEAT)
+                .to(device)
+                .eval()
+            )
+            row = {
+                "preset": preset,
+                "scale": scale,
+                "schedule": model.config.schedule,
+                "pairs": nc * ni,
+                "batch_size": bs,
+                "device": torch.cuda.get_device_name() if cuda else "cpu",
+            }
             with_cache(model, x, min(nc, 8), min(ni, 8), bs)  # warm-up
             without_cache(model, x, min(nc, 8), min(ni, 8), bs)
             total, per_pair = min(with_cache(model, x, nc, ni, bs) for _ in range(args.repeats))
             plain = min(without_cache(model, x, nc, ni, bs) for _ in range(args.repeats))
-            row.update(cache_pairs_per_s=nc * ni / total, cache_pair_part_per_s=nc * ni / per_pair,
-                       no_cache_pairs_per_s=nc * ni / plain)
+            row.update(
+                cache_pairs_per_s=nc * ni / total,
+                cache_pair_part_per_s=nc * ni / per_pair,
+                no_cache_pairs_per_s=nc * ni / plain,
+            )
             row["speedup"] = row["cache_pairs_per_s"] / row["no_cache_pairs_per_s"]
             row["speedup_pair_part"] = row["cache_pair_part_per_s"] / row["no_cache_pairs_per_s"]
             rows.append(row)
-            print(f"  {preset:<16} {scale:<5} cache {row['cache_pairs_per_s']:>9,.0f} pairs/s "
-                  f"(pair part {row['cache_pair_part_per_s']:,.0f})   no cache {row['no_cache_pairs_per_s']:>9,.0f} pairs/s",
-                  flush=True)
+            print(
+                f"  {preset:<16} {scale:<5} cache {row['cache_pairs_per_s']:>9,.0f} pairs/s "
+                f"(pair part {row['cache_pair_part_per_s']:,.0f})   no cache {row['no_cache_pairs_per_s']:>9,.0f} pairs/s",
+                flush=True,
+            )
             del model
     print()
     fmt = "{:<16} {:<5} {:<8} {:>6} {:>14} {:>15} {:>16} {:>9} {:>10}"
-    print(fmt.format("preset", "scale", "schedule", "pairs", "cache pairs/s", "pair part only", "no cache pairs/s",
-                     "speed-up", "pair part"))
+    print(
+        fmt.format(
+            "preset",
+            "scale",
+            "schedule",
+            "pairs",
+            "cache pairs/s",
+            "pair part only",
+            "no cache pairs/s",
+            "speed-up",
+            "pair part",
+        )
+    )
     for r in rows:
-        print(fmt.format(r["preset"], r["scale"], r["schedule"], r["pairs"], f"{r['cache_pairs_per_s']:,.0f}",
-                         f"{r['cache_pair_part_per_s']:,.0f}", f"{r['no_cache_pairs_per_s']:,.0f}",
-                         f"{r['speedup']:.2f}x", f"{r['speedup_pair_part']:.2f}x"))
-    print(f"device: {rows[0]['device'] if rows else args.device}, batch {bs} pairs, "
-          f"{'bf16 autocast' if cuda else 'fp32'}; captions {T} pieces max, images {R} regions + global, {FEAT}-d")
+        print(
+            fmt.format(
+                r["preset"],
+                r["scale"],
+                r["schedule"],
+                r["pairs"],
+                f"{r['cache_pairs_per_s']:,.0f}",
+                f"{r['cache_pair_part_per_s']:,.0f}",
+                f"{r['no_cache_pairs_per_s']:,.0f}",
+                f"{r['speedup']:.2f}x",
+                f"{r['speedup_pair_part']:.2f}x",
+            )
+        )
+    print(
+        f"device: {rows[0]['device'] if rows else args.device}, batch {bs} pairs, "
+        f"{'bf16 autocast' if cuda else 'fp32'}; captions {T} pieces max, images {R} regions + global, {FEAT}-d"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -18,8 +18,23 @@ pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    rc = main(["bench", "--scale", "tiny", "--device", "cpu", "--batch", "2", "--steps", "1", "--warmup", "1",
-               "--out", str(out)])
+    rc = main(
+        [
+            "bench",
+            "--scale",
+            "tiny",
+            "--device",
+            "cpu",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     return json.loads(out.read_text())
 
@@ -32,10 +47,19 @@ def test_bench_json_has_fields_and_positive_numbers(results):
     for row in results["comparisons"]:
         for who in ("ours", "theirs"):
             e = row[who]
-            for key in ("params", "train_samples_per_s", "score_pairs_per_s", "train_ms", "score_ms", "train_gflops_per_sample"):
+            for key in (
+                "params",
+                "train_samples_per_s",
+                "score_pairs_per_s",
+                "train_ms",
+                "score_ms",
+                "train_gflops_per_sample",
+            ):
                 assert e[key] > 0, (who, key)
             assert e["mfu"] is None  # no peak FLOP/s known on CPU
-        assert row["ratio_train"] == pytest.approx(row["ours"]["train_samples_per_s"] / row["theirs"]["train_samples_per_s"])
+        assert row["ratio_train"] == pytest.approx(
+            row["ours"]["train_samples_per_s"] / row["theirs"]["train_samples_per_s"]
+        )
         assert row["ratio_score"] > 0
     assert "HF VisualBertForPreTraining" in results["comparisons"][0]["theirs"]["name"]
     assert bench.TWO_STREAM_SCHEDULE in results["comparisons"][1]["ours"]["name"]
@@ -118,7 +142,9 @@ def test_cli_bad_scale_is_one_line_error(capsys):
 
 
 def test_profile_lists_top_operators():
-    results = bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, compare=("visualbert",), peers=False, profile=True)
+    results = bench.run_bench(
+        scale="tiny", batch=2, steps=1, warmup=0, compare=("visualbert",), peers=False, profile=True
+    )
     row = results["comparisons"][0]
     assert "theirs" not in row and "ratio_train" not in row
     for task in ("train", "score"):
@@ -143,12 +169,16 @@ def test_bf16_on_cpu_runs_every_contender_under_autocast():
     results = bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, compare=("visualbert",), precision="bf16")
     assert results["precision"] == "bf16 autocast" and results["bf16_check"]["ok"]
     assert results["comparisons"][0]["ratio_train"] > 0
-    assert bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, compare=("visualbert",), peers=False)["precision"] == "fp32"
+    assert (
+        bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, compare=("visualbert",), peers=False)["precision"]
+        == "fp32"
+    )
 
 
 def test_ablations_run_and_are_recorded():
-    results = bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, compare=("lxmert",), peers=False,
-                              ablate=("last-rows", "cache", "mlm"))
+    results = bench.run_bench(
+        scale="tiny", batch=2, steps=1, warmup=0, compare=("lxmert",), peers=False, ablate=("last-rows", "cache", "mlm")
+    )
     assert results["ablate"] == ["last-rows", "cache", "mlm"]
     assert results["comparisons"][0]["ours"]["train_samples_per_s"] > 0
     assert "ablated: last-rows, cache, mlm" in bench.format_table(results)
@@ -157,8 +187,14 @@ def test_ablations_run_and_are_recorded():
 def test_results_are_reported_after_each_comparison():
     """--out is rewritten after every comparison, so a stage killed midway keeps what it measured."""
     seen = []
-    bench.run_bench(scale="tiny", batch=2, steps=1, warmup=0, peers=False,
-                    on_row=lambda r: seen.append([row["comparison"] for row in r["comparisons"]]))
+    bench.run_bench(
+        scale="tiny",
+        batch=2,
+        steps=1,
+        warmup=0,
+        peers=False,
+        on_row=lambda r: seen.append([row["comparison"] for row in r["comparisons"]]),
+    )
     assert seen == [["ours vs visualbert"], ["ours vs visualbert", "ours vs lxmert"]]
 
 

@@ -52,9 +52,13 @@ def test_match_logits_equal_the_full_forward(schedule, shared):
     model = mmtlab.build_model("merged", "tiny", schedule=schedule, shared=shared, feat_dim=32).eval()
     t, v, tm, vm = _streams(D=128)
     g = torch.Generator().manual_seed(1)
-    batch = {"text_ids": torch.randint(1000, 2000, tm.shape, generator=g), "text_mask": tm,
-             "img_feats": torch.randn(*vm.shape, 32, generator=g), "img_boxes": torch.rand(*vm.shape, 5, generator=g),
-             "img_mask": vm}
+    batch = {
+        "text_ids": torch.randint(1000, 2000, tm.shape, generator=g),
+        "text_mask": tm,
+        "img_feats": torch.randn(*vm.shape, 32, generator=g),
+        "img_boxes": torch.rand(*vm.shape, 5, generator=g),
+        "img_mask": vm,
+    }
     with torch.no_grad():
         ref = model(batch)["itm_logits"]
         ts = model.encode_text(batch["text_ids"], tm)

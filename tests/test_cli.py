@@ -28,7 +28,11 @@ def test_readme_preset_table_matches_the_code(capsys):
 def test_presets_lists_every_preset_with_true_parameter_counts(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in mmtlab.list_presets()}
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in mmtlab.list_presets()
+    }
     assert set(rows) == set(mmtlab.list_presets())
     for name in ("merged", "single-stream", "heads6-64", "single-modality-hloss"):
         model = mmtlab.build_model(name, scale="tiny")
@@ -47,19 +51,20 @@ def test_presets_lists_every_preset_with_true_parameter_counts(capsys):
 
 
 def test_user_errors_are_one_line_without_traceback():
-    proc = subprocess.run(
-        [sys.executable, "-m", "mmtlab.cli", "presets", "--bogus"], capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, "-m", "mmtlab.cli", "presets", "--bogus"], capture_output=True, text=True)
     assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
 
 
 def test_config_errors_exit_2_and_debug_shows_traceback(monkeypatch, capsys):
-    import mmtlab.presets
+    import mmtlab.model.catalog
 
-    monkeypatch.setattr(mmtlab.presets, "preset_table", lambda markdown: mmtlab.build_model("no-such-preset"))
+    monkeypatch.setattr(mmtlab.model.catalog, "preset_table", lambda markdown: mmtlab.build_model("no-such-preset"))
     assert main(["presets"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("mmtlab: error: unknown preset 'no-such-preset'; valid presets: merged") and "Traceback" not in err
+    assert (
+        err.startswith("mmtlab: error: unknown preset 'no-such-preset'; valid presets: merged")
+        and "Traceback" not in err
+    )
     with pytest.raises(ValueError):
         main(["--debug", "presets"])
 

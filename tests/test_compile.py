@@ -12,7 +12,6 @@ from torch._dynamo.utils import counters
 from mmtlab.model import build_model, compile_fn
 from mmtlab.train import train
 from mmtlab.train.losses import itm_loss, mlm_loss, mrm_kl_loss
-
 from test_train import make_store, tiny_cfg
 
 FEAT = 24
@@ -28,14 +27,21 @@ def batch_with_masks(n_mlm: int, B: int = 3, T: int = 9, R: int = 6) -> dict:
     mrm_mask[:, 2] = True
     cls = torch.rand(B, R, 5, generator=g)
     return {
-        "text_ids": torch.randint(1000, 2000, (B, T), generator=g), "text_mask": text_mask,
-        "img_feats": torch.randn(B, R, FEAT, generator=g), "img_boxes": torch.rand(B, R, 5, generator=g),
-        "img_mask": torch.ones(B, R, dtype=torch.bool), "mlm_mask": mlm_mask, "mrm_mask": mrm_mask,
-        "itm_labels": torch.tensor([1, 0, 1]), "img_cls": cls,
+        "text_ids": torch.randint(1000, 2000, (B, T), generator=g),
+        "text_mask": text_mask,
+        "img_feats": torch.randn(B, R, FEAT, generator=g),
+        "img_boxes": torch.rand(B, R, 5, generator=g),
+        "img_mask": torch.ones(B, R, dtype=torch.bool),
+        "mlm_mask": mlm_mask,
+        "mrm_mask": mrm_mask,
+        "itm_labels": torch.tensor([1, 0, 1]),
+        "img_cls": cls,
     }
 
 
-@pytest.mark.parametrize("preset", ["merged", "single-stream", "mixed-modality", "coattention", "single-modality-hloss"])
+@pytest.mark.parametrize(
+    "preset", ["merged", "single-stream", "mixed-modality", "coattention", "single-modality-hloss"]
+)
 def test_training_forward_is_one_graph_for_any_mask_count(preset):
     """The masked-position gathers and the last layer's kept rows (data-dependent sizes) stay inside the graph:
     one graph, reused when the number of masked words changes, with the eager values."""
@@ -44,8 +50,11 @@ def test_training_forward_is_one_graph_for_any_mask_count(preset):
 
     def loss(batch: dict) -> torch.Tensor:
         out = model(batch, full_states=False)
-        return (mlm_loss(out["mlm_logits"], batch["text_ids"][batch["mlm_mask"]]) + itm_loss(out, batch["itm_labels"])
-                + mrm_kl_loss(out["mrm_logits"], batch["img_cls"][batch["mrm_mask"]]))
+        return (
+            mlm_loss(out["mlm_logits"], batch["text_ids"][batch["mlm_mask"]])
+            + itm_loss(out, batch["itm_labels"])
+            + mrm_kl_loss(out["mrm_logits"], batch["img_cls"][batch["mrm_mask"]])
+        )
 
     graphs = []
 
@@ -67,8 +76,17 @@ def test_compiled_training_follows_the_eager_loss_curve(tmp_path):
     curves, graphs = {}, {}
     for compiled in ("false", "true"):
         counters.clear()
-        cfg = tiny_cfg(store, **{"train.steps": "3", "train.batch_size": "8", "train.log_every": "1",
-                                 "train.compile": compiled, "model.dropout": "0", "model.attn_dropout": "0"})
+        cfg = tiny_cfg(
+            store,
+            **{
+                "train.steps": "3",
+                "train.batch_size": "8",
+                "train.log_every": "1",
+                "train.compile": compiled,
+                "model.dropout": "0",
+                "model.attn_dropout": "0",
+            },
+        )
         run = train(cfg, tmp_path / f"run-{compiled}")
         lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
         curves[compiled] = [ln["loss"] for ln in lines if "loss" in ln]

@@ -9,7 +9,16 @@ from dataclasses import dataclass, field
 import pytest
 
 import mmtlab
-from mmtlab.config import ConfigError, ModelConfig, apply_overrides, from_dict, load_yaml, parse_overrides, save_yaml, to_dict
+from mmtlab.config import (
+    ConfigError,
+    ModelConfig,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    parse_overrides,
+    save_yaml,
+    to_dict,
+)
 from mmtlab.presets import list_loss_sets, loss_set, model_config, preset_info
 
 
@@ -23,7 +32,12 @@ class _Run:
 
 
 def test_overrides_are_typed():
-    cfg = apply_overrides(_Run(), parse_overrides(["model.width=256", "model.heads=4", "model.shared=true", "lr=3e-4", "steps=1e3", "tags=a,b", "note=none"]))
+    cfg = apply_overrides(
+        _Run(),
+        parse_overrides(
+            ["model.width=256", "model.heads=4", "model.shared=true", "lr=3e-4", "steps=1e3", "tags=a,b", "note=none"]
+        ),
+    )
     assert (cfg.model.width, cfg.model.heads, cfg.model.shared) == (256, 4, True)
     assert cfg.lr == 3e-4 and cfg.steps == 1000 and cfg.tags == ["a", "b"] and cfg.note is None
 
@@ -67,9 +81,19 @@ def test_presets_resolve_with_overrides():
 
 
 def test_build_model_api_overrides():
-    model = mmtlab.build_model("merged", scale="tiny", schedule="UUM", shared=True, width=64, heads=4, ffn=128, feat_dim=48, vocab_size=500)
+    model = mmtlab.build_model(
+        "merged", scale="tiny", schedule="UUM", shared=True, width=64, heads=4, ffn=128, feat_dim=48, vocab_size=500
+    )
     c = model.config
-    assert (c.schedule, c.shared, c.width, c.heads, c.ffn, c.feat_dim, c.vocab_size) == ("UUM", True, 64, 4, 128, 48, 500)
+    assert (c.schedule, c.shared, c.width, c.heads, c.ffn, c.feat_dim, c.vocab_size) == (
+        "UUM",
+        True,
+        64,
+        4,
+        128,
+        48,
+        500,
+    )
     assert model.text_embed.word.num_embeddings == 500
 
 
@@ -103,7 +127,12 @@ def test_each_scale_has_its_training_recipe_and_overrides_win(tmp_path):
     from mmtlab.train.config import load_run_config, make_run_config
 
     paper = make_run_config("merged", scale="paper")
-    assert (paper.model.dropout, paper.train.lr, paper.train.grad_clip, paper.loss.itm_inputs) == (0.1, 1e-4, 1.0, "masked")
+    assert (paper.model.dropout, paper.train.lr, paper.train.grad_clip, paper.loss.itm_inputs) == (
+        0.1,
+        1e-4,
+        1.0,
+        "masked",
+    )
     assert paper.train.warmup == paper.train.steps // 10
     tiny = make_run_config("merged", scale="tiny")
     recipe = scale_recipe("tiny")
@@ -112,7 +141,9 @@ def test_each_scale_has_its_training_recipe_and_overrides_win(tmp_path):
         section, name = key.split(".")
         assert getattr(getattr(tiny, section), name) == value, key
     assert model_config("merged", "tiny").dropout == recipe["model.dropout"]  # build_model(scale="tiny") agrees
-    mine = make_run_config("merged", scale="tiny", overrides={"train.lr": 3e-4, "model.dropout": 0.1, "loss.itm_inputs": "masked"})
+    mine = make_run_config(
+        "merged", scale="tiny", overrides={"train.lr": 3e-4, "model.dropout": 0.1, "loss.itm_inputs": "masked"}
+    )
     assert (mine.train.lr, mine.model.dropout, mine.loss.itm_inputs) == (3e-4, 0.1, "masked")
     assert mine.train.grad_clip == recipe["train.grad_clip"]
     save_yaml(tiny, tmp_path / "config.yaml")

@@ -14,8 +14,20 @@ import torch
 from mmtlab.cli import build_parser, main
 from mmtlab.cpu import WAIT_VARIABLES, apply_cpu_policy
 
-BENCH = ["bench", "--scale", "tiny", "--no-peers", "--steps", "1", "--warmup", "0", "--batch", "2",
-         "--score-batch", "2"]
+BENCH = [
+    "bench",
+    "--scale",
+    "tiny",
+    "--no-peers",
+    "--steps",
+    "1",
+    "--warmup",
+    "0",
+    "--batch",
+    "2",
+    "--score-batch",
+    "2",
+]
 
 
 def _openmp_settings(args: list[str], tmp_path, **env: str) -> tuple[dict[str, str], dict]:

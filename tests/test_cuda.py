@@ -23,9 +23,12 @@ def cuda_batch(B: int = 8, T: int = 12, R: int = 7, seed: int = 0) -> dict:
     mlm_mask[:, 0] = False
     mlm_mask &= text_mask
     batch = {
-        "text_ids": torch.randint(1000, 2000, (B, T), generator=g), "text_mask": text_mask,
-        "img_feats": torch.randn(B, R, FEAT, generator=g), "img_boxes": torch.rand(B, R, 5, generator=g),
-        "img_mask": torch.ones(B, R, dtype=torch.bool), "mlm_mask": mlm_mask,
+        "text_ids": torch.randint(1000, 2000, (B, T), generator=g),
+        "text_mask": text_mask,
+        "img_feats": torch.randn(B, R, FEAT, generator=g),
+        "img_boxes": torch.rand(B, R, 5, generator=g),
+        "img_mask": torch.ones(B, R, dtype=torch.bool),
+        "mlm_mask": mlm_mask,
         "itm_labels": torch.randint(0, 2, (B,), generator=g),
     }
     return {k: v.cuda() for k, v in batch.items()}
@@ -35,7 +38,9 @@ def loss_of(model):
     def loss(batch: dict) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = model(batch, full_states=False)
-            return mlm_loss(out["mlm_logits"], batch["text_ids"][batch["mlm_mask"]]) + itm_loss(out, batch["itm_labels"])
+            return mlm_loss(out["mlm_logits"], batch["text_ids"][batch["mlm_mask"]]) + itm_loss(
+                out, batch["itm_labels"]
+            )
 
     return loss
 

@@ -10,7 +10,12 @@ FIX = Path(__file__).parent / "fixtures" / "data"
 
 
 def test_synth_then_stats(tmp_path, capsys):
-    assert main(["data", "synth", "--style", "flickr", "--n", "12", "--seed", "3", "--out", str(tmp_path / "fl"), "--quiet"]) == 0
+    assert (
+        main(
+            ["data", "synth", "--style", "flickr", "--n", "12", "--seed", "3", "--out", str(tmp_path / "fl"), "--quiet"]
+        )
+        == 0
+    )
     assert "12 images, 60 captions, split test" in capsys.readouterr().out
     s = open_store(tmp_path / "fl")
     assert s.meta["seed"] == 3 and s.meta["splits"] == {"test": 12}

@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from mmtlab.data import DataConfig, DataError, collate_images, collate_texts, get_tokenizer, open_store
 from mmtlab.config import ConfigError, apply_overrides
-
+from mmtlab.data import DataConfig, DataError, collate_images, collate_texts, get_tokenizer, open_store
 from test_data_store import write_small
 
 
@@ -53,7 +52,9 @@ def test_collate_images_global_token_and_cap(tmp_path):
     capped = collate_images(s, [2], max_regions=2, with_pixels=True)
     assert capped["img_feats"].shape == (1, 3, 4)
     torch.testing.assert_close(capped["img_feats"][0, 0], torch.full((4,), 2.05), atol=1e-3, rtol=0)  # mean of kept
-    assert capped["pixels"].shape == (1, 3, 2, 2) and torch.allclose(capped["pixels"], torch.full((1, 3, 2, 2), 2 / 255))
+    assert capped["pixels"].shape == (1, 3, 2, 2) and torch.allclose(
+        capped["pixels"], torch.full((1, 3, 2, 2), 2 / 255)
+    )
 
 
 def test_collate_pixels_missing_is_an_error(tmp_path):

@@ -53,7 +53,9 @@ def test_caption_readers_skip_and_count(fmt, name, n_good, bad_where):
 
 def test_karpathy_splits_and_reasons():
     recs, bad = read_captions("karpathy", "karpathy.json")
-    assert {r.key: r.split for r in recs} == dict(zip(IDS, ["train", "train", "val", "test", "test"]))  # restval -> train
+    assert {r.key: r.split for r in recs} == dict(
+        zip(IDS, ["train", "train", "val", "test", "test"])
+    )  # restval -> train
     assert [r for _, r in bad.bad] == ["empty caption", "no 'sentences' list"]
     _, bad = read_captions("narratives", "narratives.jsonl")
     assert bad.bad[0][1].startswith("bad JSON")
@@ -96,7 +98,9 @@ def test_feature_reader_reasons():
 
 
 def test_import_karpathy_tsv_split(tmp_path):
-    out = import_dataset("karpathy", FIX / "karpathy.json", FIX / "feats.tsv", tmp_path / "s", split="test", max_bad_fraction=0.5)
+    out = import_dataset(
+        "karpathy", FIX / "karpathy.json", FIX / "feats.tsv", tmp_path / "s", split="test", max_bad_fraction=0.5
+    )
     s = open_store(out)
     assert s.meta["n_images"] == 2 and s.meta["n_captions"] == 4 and s.meta["splits"] == {"test": 2}
     assert s.image_keys == ["318219", "554625"]  # feature-file order
@@ -115,7 +119,9 @@ def test_import_karpathy_tsv_split(tmp_path):
     ("webdataset", "shard-000000.tar", None),
 ])  # fmt: skip
 def test_import_formats(tmp_path, fmt, ann, feats):
-    s = open_store(import_dataset(fmt, FIX / ann, None if feats is None else FIX / feats, tmp_path / "s", max_bad_fraction=0.5))
+    s = open_store(
+        import_dataset(fmt, FIX / ann, None if feats is None else FIX / feats, tmp_path / "s", max_bad_fraction=0.5)
+    )
     assert s.meta["n_images"] == 5 and s.meta["splits"] == {"train": 5} and set(s.image_keys) == set(IDS)
     assert len(s) == {"coco": 10, "narratives": 5, "csv": 5, "vg": 10, "webdataset": 5}[fmt]
     for c in range(len(s)):  # every caption sits with its own image
@@ -131,7 +137,9 @@ def test_bad_fraction_stops_the_import(tmp_path):
     msg = str(e.value)
     assert "narratives.jsonl: 2 of 7 records are malformed (28.6% > the 1% allowed" in msg
     assert "line 3: bad JSON" in msg and "line 7: empty caption" in msg
-    with pytest.raises(DataError, match=r"feats.tsv: 3 of 8 records .*line 6: non-finite.*line 7: box outside the image"):
+    with pytest.raises(
+        DataError, match=r"feats.tsv: 3 of 8 records .*line 6: non-finite.*line 7: box outside the image"
+    ):
         import_dataset("coco", FIX / "captions_val2014.json", FIX / "feats.tsv", tmp_path / "s", max_bad_fraction=0.2)
     assert not (tmp_path / "s").exists() and list(tmp_path.iterdir()) == []  # nothing half-written left behind
 
@@ -142,7 +150,9 @@ def test_missing_files_and_wrong_width_name_the_file(tmp_path):
     with pytest.raises(DataError, match="feats.h5: not found \\(--features\\)"):
         import_dataset("karpathy", FIX / "karpathy.json", tmp_path / "feats.h5", tmp_path / "s")
     with pytest.raises(DataError, match="feats.tsv: line 1 has 8-d features, expected 2048"):
-        import_dataset("karpathy", FIX / "karpathy.json", FIX / "feats.tsv", tmp_path / "s", feat_dim=2048, max_bad_fraction=0.5)
+        import_dataset(
+            "karpathy", FIX / "karpathy.json", FIX / "feats.tsv", tmp_path / "s", feat_dim=2048, max_bad_fraction=0.5
+        )
     # a file whose widths change mid-way
     lines = (FIX / "feats.tsv").read_text().splitlines()[:2]
     f = base64.b64encode(np.zeros((3, 16), np.float32).tobytes()).decode()
@@ -167,7 +177,10 @@ def test_missing_files_and_wrong_width_name_the_file(tmp_path):
 
 
 def test_keys_that_do_not_match(tmp_path):
-    with pytest.raises(DataError, match=r"no image of .*cc.tsv has features in .*feats.tsv: caption keys look like \['0', '1', '2'\], feature keys like \['391895'"):
+    with pytest.raises(
+        DataError,
+        match=r"no image of .*cc.tsv has features in .*feats.tsv: caption keys look like \['0', '1', '2'\], feature keys like \['391895'",
+    ):
         import_dataset("cc", FIX / "cc.tsv", FIX / "feats.tsv", tmp_path / "s", max_bad_fraction=0.5)
 
 
@@ -198,7 +211,9 @@ def test_webdataset_brace_patterns(tmp_path):
             for m, data in part:
                 dst.addfile(m, io.BytesIO(data))
     for pattern in ("shard-{000000..000001}.tar", "shard-{000000,000001}.tar"):
-        s = open_store(import_dataset("webdataset", tmp_path / pattern, None, tmp_path / pattern[:9], max_bad_fraction=0.5))
+        s = open_store(
+            import_dataset("webdataset", tmp_path / pattern, None, tmp_path / pattern[:9], max_bad_fraction=0.5)
+        )
         assert s.meta["n_images"] == 5 and set(s.image_keys) == set(IDS)
     with pytest.raises(DataError, match=r"shard-000002.tar: not found; pattern .*shard-\{000000..000002\}.tar"):
         import_dataset("webdataset", tmp_path / "shard-{000000..000002}.tar", None, tmp_path / "s")

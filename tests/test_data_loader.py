@@ -5,16 +5,26 @@ import pytest
 import torch
 
 from mmtlab.config import ConfigError
-from mmtlab.data import DataError, build_train_loader, collate_images, collate_texts, get_tokenizer, open_store, synthesize
+from mmtlab.data import (
+    DataError,
+    build_train_loader,
+    collate_images,
+    collate_texts,
+    get_tokenizer,
+    open_store,
+    synthesize,
+)
 from mmtlab.data.loader import mixture_probs
-
 from test_data_store import write_small
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     d = tmp_path_factory.mktemp("loader")
-    return [open_store(synthesize(d / "coco", "coco", n=40, seed=1)), open_store(synthesize(d / "vg", "vg", n=10, seed=1))]
+    return [
+        open_store(synthesize(d / "coco", "coco", n=40, seed=1)),
+        open_store(synthesize(d / "vg", "vg", n=10, seed=1)),
+    ]
 
 
 def take(loader, n):
@@ -27,7 +37,9 @@ def same(a, b):
 
 def test_batch_contract(stores):
     b = next(build_train_loader(stores[:1], 4, seed=0, max_text_len=12, max_regions=3, with_pixels=True))
-    assert b["text_ids"].shape[0] == 4 and b["text_ids"].shape[1] <= 12 and b["text_word_ids"].shape == b["text_ids"].shape
+    assert (
+        b["text_ids"].shape[0] == 4 and b["text_ids"].shape[1] <= 12 and b["text_word_ids"].shape == b["text_ids"].shape
+    )
     assert b["img_feats"].shape == (4, 4, 256) and b["img_mask"].shape == (4, 4) and b["img_boxes"].shape == (4, 4, 5)
     assert b["img_cls"].shape == (4, 4, 68) and b["pixels"].shape == (4, 3, 64, 64)
     assert 0 <= b["pixels"].min() and b["pixels"].max() <= 1

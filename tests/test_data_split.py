@@ -100,14 +100,31 @@ def test_captions_of_a_tsv_for_the_images_of_an_existing_store(tmp_path, capsys)
     feats_inode = os.stat(tmp_path / "photos" / "feats.f16").st_ino
     tsv = tmp_path / "captions.tsv"
     tsv.write_text("image\tcaption\ncat.png\ta cat\nsub/cat.png\ta sleeping cat\ndog\ta dog\nfish.png\ta fish\n")
-    with pytest.raises(DataError, match=r"1 of 4 records are malformed .*image fish: no image of .*photos has this key"):
+    with pytest.raises(
+        DataError, match=r"1 of 4 records are malformed .*image fish: no image of .*photos has this key"
+    ):
         import_captions(tmp_path / "photos", "csv", tsv)
     summary = import_captions(tmp_path / "photos", "csv", tsv, max_bad_fraction=0.5)
     store = open_store(tmp_path / "photos")
     assert list(store.captions) == ["a cat", "a sleeping cat", "a dog"] and list(store.caption_image) == [0, 0, 1]
     assert summary["images_without_captions"] == 1 and store.meta["captions_import"]["mode"] == "replace"
     assert os.stat(tmp_path / "photos" / "feats.f16").st_ino == feats_inode
-    assert main(["data", "captions", str(tmp_path / "photos"), "--annotations", str(tsv), "--add",
-                 "--max-bad-fraction", "0.5", "--out", str(tmp_path / "more")]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "captions",
+                str(tmp_path / "photos"),
+                "--annotations",
+                str(tsv),
+                "--add",
+                "--max-bad-fraction",
+                "0.5",
+                "--out",
+                str(tmp_path / "more"),
+            ]
+        )
+        == 0
+    )
     assert "3 captions added, 6 in all" in capsys.readouterr().out
     assert len(open_store(tmp_path / "more")) == 6 and len(open_store(tmp_path / "photos")) == 3

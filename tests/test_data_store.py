@@ -14,7 +14,9 @@ from mmtlab.data import DataError, StoreWriter, open_store
 
 def write_small(path, n_images=3, feat_dim=4, with_pixels=True):
     """Image i has i + 1 regions with features = i + region / 10, two captions ('img i cap j'); image 2 is 'test'."""
-    with StoreWriter(path, feat_dim, n_classes=3, pixels_shape=(3, 2, 2) if with_pixels else None, meta={"style": "unit"}) as w:
+    with StoreWriter(
+        path, feat_dim, n_classes=3, pixels_shape=(3, 2, 2) if with_pixels else None, meta={"style": "unit"}
+    ) as w:
         for i in range(n_images):
             r = i + 1
             feats = i + np.arange(r)[:, None] / 10 + np.zeros((r, feat_dim))

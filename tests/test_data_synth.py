@@ -48,6 +48,7 @@ def test_every_style(tmp_path, style):
 
 def test_captions_describe_their_image_unless_noise(tmp_path):
     """coco captions name every object's colour; with --noise P about P of them describe another image."""
+
     def consistent(store):
         ok = []
         for c, text in enumerate(store.captions):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmtlab.data import emoji
 from mmtlab.data.store import DataError, open_store
+from mmtlab.features import emoji
 
 ENTRY = {
     "name": "HEART HANDS",
@@ -31,9 +31,17 @@ def test_captions_from_name_short_names_and_categories():
     ]
     flag = {"name": "Egypt Flag", "short_names": ["flag-eg"], "category": "Flags", "subcategory": "country-flag"}
     assert emoji.emoji_captions(flag) == [
-        "egypt flag", "flag eg", "egypt flag, a country flag emoji", "an emoji of egypt flag from flags",
+        "egypt flag",
+        "flag eg",
+        "egypt flag, a country flag emoji",
+        "an emoji of egypt flag from flags",
     ]
-    woman = {"name": "WOMAN: BEARD", "short_names": ["woman_with_beard"], "category": "People & Body", "subcategory": "person"}
+    woman = {
+        "name": "WOMAN: BEARD",
+        "short_names": ["woman_with_beard"],
+        "category": "People & Body",
+        "subcategory": "person",
+    }
     assert emoji.emoji_captions(woman)[:2] == ["woman beard", "woman with beard"]
 
 
@@ -47,8 +55,16 @@ def _fake_package(root, n=10):
         rgba = np.zeros((64, 64, 4), np.uint8)
         rgba[16:48, 16:48] = (200, 30 * (i % 8), 40, 255)  # an opaque square on a transparent background
         Image.fromarray(rgba, "RGBA").save(pkg / emoji.IMAGE_DIR / name)
-        entries.append({**ENTRY, "name": f"SQUARE NUMBER {i}", "short_names": [f"square_{i}"], "image": name,
-                        "unified": f"{i:04X}", "sort_order": n - i})
+        entries.append(
+            {
+                **ENTRY,
+                "name": f"SQUARE NUMBER {i}",
+                "short_names": [f"square_{i}"],
+                "image": name,
+                "unified": f"{i:04X}",
+                "sort_order": n - i,
+            }
+        )
     entries.append({**ENTRY, "name": "NO GOOGLE IMAGE", "image": "none.png", "has_img_google": False})
     (pkg / "emoji.json").write_text(json.dumps(entries))
     (pkg / "package.json").write_text(json.dumps({"name": emoji.PACKAGE, "version": "0.0.0-test"}))

@@ -126,12 +126,16 @@ def test_evaluate_run_writes_json_and_resumes(tmp_path, flickr):
 def test_cli_eval_and_errors(tmp_path, flickr, capsys):
     run = make_run(tmp_path / "run", "single-modality")
     out = tmp_path / "r.json"
-    assert main(["eval", "retrieval", "--run", str(run), "--data", str(flickr), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(["eval", "retrieval", "--run", str(run), "--data", str(flickr), "--out", str(out), "--no-progress"]) == 0
+    )
     printed = capsys.readouterr().out
     assert "text->image" in printed and "zero-shot, scorer exhaustive" in printed
     assert json.loads(out.read_text())["scorer"] == "exhaustive"
     base = make_run(tmp_path / "base", "baseline")
-    assert main(["eval", "retrieval", "--run", str(base), "--data", str(flickr), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(["eval", "retrieval", "--run", str(base), "--data", str(flickr), "--out", str(out), "--no-progress"]) == 0
+    )
     assert "scorer dual" in capsys.readouterr().out and json.loads(out.read_text())["scorer"] == "dual"
     for args, match in [
         (["--run", str(base), "--scorer", "exhaustive"], "never trained it"),
@@ -157,8 +161,13 @@ def test_compiled_scoring_gives_the_same_results(tmp_path, flickr):
     fast = compile_fn(match, dynamic=True, freeze=True)
     with torch.no_grad():
         t = model.encode_text(torch.randint(1000, 2000, (5, 7)), torch.ones(5, 7, dtype=torch.bool))
-        v, vm = model.encode_image({"img_feats": torch.randn(5, 4, FEAT), "img_boxes": torch.rand(5, 4, 5),
-                                    "img_mask": torch.ones(5, 4, dtype=torch.bool)})
+        v, vm = model.encode_image(
+            {
+                "img_feats": torch.randn(5, 4, FEAT),
+                "img_boxes": torch.rand(5, 4, 5),
+                "img_mask": torch.ones(5, 4, dtype=torch.bool),
+            }
+        )
         for n in (5, 3):
             args = (t[:n], torch.ones(n, 7, dtype=torch.bool), v[:n], vm[:n])
             torch.testing.assert_close(fast(*args), match(*args), atol=1e-4, rtol=1e-4)
@@ -187,8 +196,11 @@ def test_max_images_is_a_seeded_subsample_recorded_in_the_results(tmp_path, flic
     out = tmp_path / "r.json"
     r = evaluate_run(run, flickr, out, batch_size=64, progress=False, max_images=3, seed=1)
     saved = json.loads(out.read_text())
-    assert saved["subsample"] == {"max_images": 3, "seed": 1, "images": 3, "captions": 15, "split_images": 6,
-                                  "split_captions": 30} == r["subsample"]
+    assert (
+        saved["subsample"]
+        == {"max_images": 3, "seed": 1, "images": 3, "captions": 15, "split_images": 6, "split_captions": 30}
+        == r["subsample"]
+    )
     assert (saved["n_images"], saved["n_captions"], saved["pairs_total"]) == (3, 15, 45)
     assert any("seeded subsample: 3 of the split's 6 images" in n for n in saved["notes"])
     other = evaluate_run(run, flickr, tmp_path / "o.json", batch_size=64, progress=False, max_images=3, seed=2)
@@ -196,8 +208,23 @@ def test_max_images_is_a_seeded_subsample_recorded_in_the_results(tmp_path, flic
     with pytest.raises(EvalError, match="differs in max_images, .*sample_seed"):
         evaluate_run(run, flickr, out, batch_size=64, progress=False)  # the whole split vs the subsample's chunks
     assert evaluate_run(run, flickr, tmp_path / "all.json", batch_size=64, progress=False)["subsample"] is None
-    assert main(["eval", "retrieval", "--run", str(run), "--data", str(flickr), "--max-images", "0",
-                 "--out", str(tmp_path / "x.json")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--run",
+                str(run),
+                "--data",
+                str(flickr),
+                "--max-images",
+                "0",
+                "--out",
+                str(tmp_path / "x.json"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_identical_captions_of_different_images_cap_r_at_1(tmp_path):
@@ -216,7 +243,9 @@ def test_identical_captions_of_different_images_cap_r_at_1(tmp_path):
     assert retrieval_metrics(best, torch.tensor(images))["text_to_image"]["R@1"] == pytest.approx(caps["text_to_image"])
 
     w = StoreWriter(tmp_path / "s", feat_dim=FEAT)
-    for i, texts in enumerate([["a dog", "a Dog"], ["a dog ", "a cat"], ["a cat", "a bird"]]):  # case, spaces: same text
+    for i, texts in enumerate(
+        [["a dog", "a Dog"], ["a dog ", "a cat"], ["a cat", "a bird"]]
+    ):  # case, spaces: same text
         w.add_image(torch.randn(3, FEAT).numpy(), torch.rand(3, 4).numpy(), split="test")
         for t in texts:
             w.add_caption(i, t)
@@ -226,7 +255,10 @@ def test_identical_captions_of_different_images_cap_r_at_1(tmp_path):
     assert any("R@1 can be at most 66.67 (text->image)" in n for n in r["notes"])
     from mmtlab.eval.retrieval import results_table
 
-    assert "note: 5 captions share their text with a caption of another image: R@1 can be at most 66.67" in results_table(r)
+    assert (
+        "note: 5 captions share their text with a caption of another image: R@1 can be at most 66.67"
+        in results_table(r)
+    )
 
 
 def test_a_pixel_run_on_a_store_without_pixels_names_the_store_and_the_fix(tmp_path, flickr, capsys):

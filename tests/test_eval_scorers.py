@@ -31,9 +31,13 @@ def _inputs():
     g = torch.Generator().manual_seed(1)
     text_mask = torch.arange(9)[None] < torch.tensor([3, 9, 5, 9, 4, 7, 6])[:, None]
     img_mask = torch.arange(6)[None] < torch.tensor([4, 6, 2, 6, 3])[:, None]
-    return {"text_ids": torch.randint(5, 100, (NC, 9), generator=g) * text_mask, "text_mask": text_mask,
-            "img_feats": torch.randn(NI, 6, F, generator=g) * img_mask[..., None],
-            "img_boxes": torch.rand(NI, 6, 5, generator=g), "img_mask": img_mask}
+    return {
+        "text_ids": torch.randint(5, 100, (NC, 9), generator=g) * text_mask,
+        "text_mask": text_mask,
+        "img_feats": torch.randn(NI, 6, F, generator=g) * img_mask[..., None],
+        "img_boxes": torch.rand(NI, 6, 5, generator=g),
+        "img_mask": img_mask,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +50,7 @@ def text_batches(d, bs=3):
         for s in range(0, NC, bs):
             idx = torch.arange(s, min(s + bs, NC))
             yield idx, d["text_ids"][idx], d["text_mask"][idx]
+
     return gen
 
 
@@ -54,6 +59,7 @@ def image_batches(d, bs=2):
         for s in range(0, NI, bs):
             idx = torch.arange(s, min(s + bs, NI))
             yield idx, {k: d[k][idx] for k in ("img_feats", "img_boxes", "img_mask")}
+
     return gen
 
 
@@ -62,8 +68,13 @@ def full_forward_scores(model, d):
     """Reference: every pair through model(batch), no cache, no trimming."""
     ci = torch.arange(NC).repeat_interleave(NI)
     ii = torch.arange(NI).repeat(NC)
-    batch = {"text_ids": d["text_ids"][ci], "text_mask": d["text_mask"][ci],
-             "img_feats": d["img_feats"][ii], "img_boxes": d["img_boxes"][ii], "img_mask": d["img_mask"][ii]}
+    batch = {
+        "text_ids": d["text_ids"][ci],
+        "text_mask": d["text_mask"][ci],
+        "img_feats": d["img_feats"][ii],
+        "img_boxes": d["img_boxes"][ii],
+        "img_mask": d["img_mask"][ii],
+    }
     logits = model(batch)["itm_logits"]
     return (logits[:, 1] - logits[:, 0]).view(NC, NI)
 
@@ -132,7 +143,10 @@ def test_dual_embeddings_match_forward(data):
     model = tiny("baseline")  # all U: the embeddings of a full forward are those of the unimodal encoders
     te, ie = embeddings(model, text_batches(data), image_batches(data), NC, NI)
     with torch.no_grad():
-        out = model({k: data[k][:NI] for k in ("text_ids", "text_mask")} | {k: data[k] for k in ("img_feats", "img_boxes", "img_mask")})
+        out = model(
+            {k: data[k][:NI] for k in ("text_ids", "text_mask")}
+            | {k: data[k] for k in ("img_feats", "img_boxes", "img_mask")}
+        )
     torch.testing.assert_close(te[:NI], out["text_emb"], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(ie, out["img_emb"], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(dual_scores(te, ie)[2, 3], (out["text_emb"][2] * out["img_emb"][3]).sum())
@@ -183,7 +197,9 @@ def test_interrupted_exhaustive_resumes(tmp_path, data):
         exhaustive_scores(model, t, v, batch_size=5, chunk_size=2, work_dir=work, meta={"run": "r"}, progress=bar)
     assert sorted(p.name for p in work.glob("chunk_*.pt")) == ["chunk_000000.pt", "chunk_000001.pt"]
     bar = Bar()
-    got, scored = exhaustive_scores(model, t, v, batch_size=5, chunk_size=2, work_dir=work, meta={"run": "r"}, progress=bar)
+    got, scored = exhaustive_scores(
+        model, t, v, batch_size=5, chunk_size=2, work_dir=work, meta={"run": "r"}, progress=bar
+    )
     assert scored == bar.total == bar.n == (NC - 4) * NI  # only the 2 missing chunks (3 captions) were scored
     torch.testing.assert_close(got, want)
     with pytest.raises(EvalError, match="different evaluation.*run"):
@@ -207,7 +223,9 @@ def test_two_ranks_split_the_captions(tmp_path, data):
     results = {}
 
     def barrier():
-        results[1] = exhaustive_scores(model, t, v, 8, chunk_size=2, work_dir=work, rank=1, world_size=2, barrier=lambda: None)
+        results[1] = exhaustive_scores(
+            model, t, v, 8, chunk_size=2, work_dir=work, rank=1, world_size=2, barrier=lambda: None
+        )
 
     results[0] = exhaustive_scores(model, t, v, 8, chunk_size=2, work_dir=work, rank=0, world_size=2, barrier=barrier)
     # 7 captions in chunks of 2 -> chunks 0..3; rank 0 scores 0, 2 (4 captions), rank 1 scores 1, 3 (3 captions)
@@ -228,11 +246,12 @@ def _gloo_rank(rank: int, world: int, init: str, work: str, queue) -> None:
         r, w, barrier = _dist()
         model = tiny("mixed-modality")
         t, v = cached(model, _inputs())
-        scores, scored = exhaustive_scores(model, t, v, 8, chunk_size=2, work_dir=work, rank=r, world_size=w, barrier=barrier)
+        scores, scored = exhaustive_scores(
+            model, t, v, 8, chunk_size=2, work_dir=work, rank=r, world_size=w, barrier=barrier
+        )
         queue.put((rank, scores.numpy(), scored))  # numpy pickles by value (a tensor would be shared memory)
     finally:
         dist.destroy_process_group()
-
 
 
 @pytest.mark.slow  # spawns two processes: 17-47 s measured on the shared 2-core machine

@@ -160,8 +160,12 @@ def test_extract_given_boxes(tmp_path):
     Image.fromarray(np.full((50, 100, 3), 120, np.uint8)).save(root / "a.png")
     Image.fromarray(np.full((60, 60, 3), 30, np.uint8)).save(root / "b.png")
     boxes = tmp_path / "boxes.jsonl"
-    boxes.write_text(json.dumps({"image": "a.png", "boxes": [[0, 0, 50, 25], [10, 10, 100, 50]]}) + "\n"
-                     + json.dumps({"image": "b.png", "boxes": [[0, 0, 60, 60]]}) + "\n")
+    boxes.write_text(
+        json.dumps({"image": "a.png", "boxes": [[0, 0, 50, 25], [10, 10, 100, 50]]})
+        + "\n"
+        + json.dumps({"image": "b.png", "boxes": [[0, 0, 60, 60]]})
+        + "\n"
+    )
     items = ex.list_images(images_dir=root)
     ex.extract_store(items, tmp_path / "store", boxes_file=boxes, progress=False)
     store = open_store(tmp_path / "store")
@@ -184,7 +188,10 @@ def test_list_file_with_captions(tmp_path):
     lst = root / "list.tsv"
     lst.write_text("# path<TAB>caption\nimg0.png\ta noisy picture\nsub/img1.png\nimg0.png\tanother caption\n\n")
     items = ex.list_images(list_file=lst)
-    assert [(it.key, it.captions) for it in items] == [("img0.png", ["a noisy picture", "another caption"]), ("sub/img1.png", [])]
+    assert [(it.key, it.captions) for it in items] == [
+        ("img0.png", ["a noisy picture", "another caption"]),
+        ("sub/img1.png", []),
+    ]
     summary = ex.extract_store(items, tmp_path / "store", progress=False, classes=False)
     store = open_store(tmp_path / "store")
     assert summary["captions"] == 2 and list(store.captions) == ["a noisy picture", "another caption"]
@@ -193,7 +200,11 @@ def test_list_file_with_captions(tmp_path):
 
 @pytest.mark.parametrize(
     "backbone, message",
-    [("torchvision:resnet50", "needs torchvision"), ("frcnn", "needs torchvision"), ("vgg", "unknown; valid: efficientnet-lite0")],
+    [
+        ("torchvision:resnet50", "needs torchvision"),
+        ("frcnn", "needs torchvision"),
+        ("vgg", "unknown; valid: efficientnet-lite0"),
+    ],
 )
 def test_unavailable_backbones_say_why(backbone, message):
     with pytest.raises(ex.FeatureError, match=message):
@@ -224,13 +235,17 @@ def test_cli_extract_and_errors(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["images"] == 1
     assert main(["features", "classify", str(root / "img0.png"), "--top", "2"]) == 0
     assert capsys.readouterr().out.count("%") == 2
-    assert main(["features", "extract", "--images", str(root), "--backbone", "frcnn", "--out", str(tmp_path / "t")]) == 2
+    assert (
+        main(["features", "extract", "--images", str(root), "--backbone", "frcnn", "--out", str(tmp_path / "t")]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("mmtlab: error: --backbone frcnn: needs torchvision") and "\n" not in err
 
 
 # ------------------------------------------------------------------- formats: every PNG mode, SVG, resizing
-SVG = '<svg width="60" height="20" xmlns="http://www.w3.org/2000/svg"><rect width="60" height="20" fill="#0000ff"/></svg>'
+SVG = (
+    '<svg width="60" height="20" xmlns="http://www.w3.org/2000/svg"><rect width="60" height="20" fill="#0000ff"/></svg>'
+)
 
 
 def _every_mode(root):
@@ -243,10 +258,13 @@ def _every_mode(root):
     alpha = np.full((24, 48), 255, np.uint8)
     alpha[:, :24] = 0
     modes = {
-        "m1.png": im.convert("1", dither=Image.Dither.NONE), "mL.png": im.convert("L"), "mP.png": im.convert("P"), "mRGB.png": im,
+        "m1.png": im.convert("1", dither=Image.Dither.NONE),
+        "mL.png": im.convert("L"),
+        "mP.png": im.convert("P"),
+        "mRGB.png": im,
         "mLA.png": Image.merge("LA", (im.convert("L"), Image.fromarray(alpha))),
         "mRGBA.png": Image.fromarray(np.dstack([rgb, alpha]), "RGBA"),
-        "mI16.png": Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)),  # 16-bit grey: 250 -> 64250
+        "mI16.png": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),  # 16-bit grey: 250 -> 64250
     }
     for name, img in modes.items():
         img.save(root / name)
@@ -306,8 +324,9 @@ def test_boxes_are_pooled_where_the_resized_picture_puts_them(tmp_path, monkeypa
         return original(self, images, given)
 
     monkeypatch.setattr(ex.EfficientNetExtractor, "__call__", spy)
-    ex.extract_store([ex.ImageItem(tmp_path / "a.png", key="a.png")], tmp_path / "s", boxes_file=boxes, size=32,
-                     progress=False)
+    ex.extract_store(
+        [ex.ImageItem(tmp_path / "a.png", key="a.png")], tmp_path / "s", boxes_file=boxes, size=32, progress=False
+    )
     np.testing.assert_allclose(seen[0], [[0, 0.25, 1, 0.75]])  # --resize pad: the picture's band of the square
     np.testing.assert_allclose(open_store(tmp_path / "s").image(0)["boxes"], [[0, 0, 1, 1, 1]])  # kept on the image
 
@@ -326,15 +345,25 @@ def test_svg_without_renderer_is_counted_never_fatal_and_leaves_no_parts(tmp_pat
     assert {"pic.svg", "notes.txt"} <= {it.key for it in items}  # counted at extraction, not silently dropped
     summary = ex.extract_store(items, tmp_path / "store", size=32, progress=False)
     assert summary["images"] == 10 and summary["skipped"] == 0 and summary["unsupported"] == 2
-    assert any("pic.svg: SVG is not supported without the optional package resvg-py" in u for u in summary["first_unsupported"])
-    assert summary["resize"] == {"mode": "pad", "input": 32, "background": "white", "not_square": 10, "upscaled": 0,
-                                 "over_3_to_1": 0}
+    assert any(
+        "pic.svg: SVG is not supported without the optional package resvg-py" in u for u in summary["first_unsupported"]
+    )
+    assert summary["resize"] == {
+        "mode": "pad",
+        "input": 32,
+        "background": "white",
+        "not_square": 10,
+        "upscaled": 0,
+        "over_3_to_1": 0,
+    }
     meta = open_store(tmp_path / "store").meta
     assert meta["resize"] == "pad" and meta["extract"]["unsupported"] == 2 and meta["extract"]["svg_renderer"] is None
     assert not (tmp_path / "store.parts").exists()
 
     only_svg = [ex.ImageItem(root / "pic.svg", key="pic.svg")]
-    with pytest.raises(ex.FeatureError, match="no image could be read .1 unsupported, 0 unreadable.*SVG is not supported"):
+    with pytest.raises(
+        ex.FeatureError, match="no image could be read .1 unsupported, 0 unreadable.*SVG is not supported"
+    ):
         ex.extract_store(only_svg, tmp_path / "svg", size=32, progress=False)
     assert not (tmp_path / "svg").exists() and not (tmp_path / "svg.parts").exists()
 
@@ -344,7 +373,9 @@ def test_svg_is_rendered_with_resvg_py(tmp_path):
     (tmp_path / "pic.svg").write_text(SVG)
     im = ex.load_rgb(tmp_path / "pic.svg", svg_side=64)
     assert im.size == (192, 64) and tuple(np.asarray(im)[32, 96]) == (0, 0, 255)
-    summary = ex.extract_store([ex.ImageItem(tmp_path / "pic.svg", key="pic.svg")], tmp_path / "s", size=32, progress=False)
+    summary = ex.extract_store(
+        [ex.ImageItem(tmp_path / "pic.svg", key="pic.svg")], tmp_path / "s", size=32, progress=False
+    )
     assert summary["images"] == 1 and summary["unsupported"] == 0
     assert open_store(tmp_path / "s").meta["extract"]["svg_rendered"] == 1
 
@@ -361,7 +392,9 @@ def test_every_mode_list_then_split_then_subsampled_evaluation(tmp_path, capsys)
     root = tmp_path / "imgs"
     _every_mode(root)
     names = sorted(p.name for p in root.iterdir() if p.suffix in (".png", ".svg"))
-    lines = [f"{n}\ta picture called {n[:-4]}" for n in names] + [f"{n}\ta picture" for n in names[:2]]  # a shared caption
+    lines = [f"{n}\ta picture called {n[:-4]}" for n in names] + [
+        f"{n}\ta picture" for n in names[:2]
+    ]  # a shared caption
     (root / "list.tsv").write_text("\n".join(lines) + "\n")
     store = tmp_path / "store"
     assert main(["features", "extract", "--list", str(root / "list.tsv"), "--no-progress", "--out", str(store)]) == 0
@@ -380,8 +413,24 @@ def test_every_mode_list_then_split_then_subsampled_evaluation(tmp_path, capsys)
     save_yaml(cfg, run / "config.yaml")
     save_weights(build_from_config(cfg.model), run / "model.safetensors")
     out = tmp_path / "r.json"
-    assert main(["eval", "retrieval", "--run", str(run), "--data", str(store), "--max-images", "3", "--no-progress",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--run",
+                str(run),
+                "--data",
+                str(store),
+                "--max-images",
+                "3",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     r = json.loads(out.read_text())
     assert r["split"] == "test" and r["n_images"] == 3 and r["subsample"]["split_images"] == test.n_images

@@ -22,8 +22,12 @@ pytestmark = pytest.mark.slow
 
 STEPS = 700
 RUN = {
-    "train.steps": STEPS, "train.batch_size": 48, "train.ckpt_every": STEPS, "train.progress": "false",
-    "data.num_workers": 0, "data.max_regions": 12,
+    "train.steps": STEPS,
+    "train.batch_size": 48,
+    "train.ckpt_every": STEPS,
+    "train.progress": "false",
+    "data.num_workers": 0,
+    "data.max_regions": 12,
 }  # fmt: skip; everything else is the tiny scale's recipe (presets/recipes.yaml)
 N_TEST = 50  # images; chance: R@1 2%, R@10 20%, mean rank 25.5
 

@@ -125,7 +125,7 @@ def test_itm_negatives_swap_images_and_label():
     torch.manual_seed(0)
     b = random_batch(B=200, seed=1)
     out, labels = itm_negatives(b, ratio=0.5, swap="image")
-    swapped = (out["image_index"] != b["image_index"])
+    swapped = out["image_index"] != b["image_index"]
     assert torch.equal(labels, (~swapped).long())
     assert 0.4 < swapped.float().mean() < 0.6
     assert torch.equal(out["text_ids"], b["text_ids"])  # captions stay
@@ -223,7 +223,9 @@ def test_terms_match_hand_computation():
     assert mrm_kl_loss(pred, onehot).item() == pytest.approx(-F.log_softmax(pred, -1)[0, 2].item(), rel=1e-6)
     assert mrm_kl_loss(pred, pred.softmax(-1)).item() == pytest.approx(0.0, abs=1e-6)
     assert mrm_kl_loss(pred, 4 * pred.softmax(-1)).item() == pytest.approx(0.0, abs=1e-6)  # renormalised
-    assert mrm_cls_loss(pred, torch.tensor([[0.1, 0.7, 0.2]])).item() == pytest.approx(-F.log_softmax(pred, -1)[0, 1].item())
+    assert mrm_cls_loss(pred, torch.tensor([[0.1, 0.7, 0.2]])).item() == pytest.approx(
+        -F.log_softmax(pred, -1)[0, 1].item()
+    )
     assert mrm_reg_loss(torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 0.0]])).item() == pytest.approx(5.0)
     empty = torch.zeros(0, 5, requires_grad=True)
     assert mlm_loss(empty, torch.zeros(0, dtype=torch.long)).item() == 0.0  # no masked token: 0, not NaN
@@ -278,15 +280,15 @@ def test_loss_sets_run_and_backprop(name):
     assert model.text_embed.word.weight.grad is not None
 
 
-def test_all_terms_and_hloss():
+def test_all_terms_and_itm_after_every_layer():
     weights = {t: 1.0 for t in ("itm", "mlm", "mrm-kl", "mrm-cls", "mrm-reg", "itm-contrastive", "itc")}
     cfg = LossConfig(name="all", weights=weights, contrastive_k=2)
     torch.manual_seed(1)
     total, terms = PretrainingLoss(cfg)(tiny_model(), random_batch(), step=0)
     assert set(terms) == set(weights) and all(torch.isfinite(v) for v in terms.values())
-    # hloss: the ITM term is the mean of every layer's head
+    # an ITM head after every layer (preset single-modality-hloss): the ITM term is the mean over the heads
     model = tiny_model("single-modality-hloss").eval()
-    assert model.config.hloss and len(model.itm) == model.config.layers
+    assert model.config.itm_every_layer and len(model.itm) == model.config.layers
     b = random_batch()
     torch.manual_seed(2)
     _, terms = PretrainingLoss(LossConfig(weights={"itm": 1.0}))(model, b, step=0)

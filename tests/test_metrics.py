@@ -36,11 +36,13 @@ def test_constant_scorer_is_pessimistic():
 
 def test_ties_hand_computed():
     # 3 captions, 3 images, caption i -> image i.
-    s = torch.tensor([
-        [0.9, 0.9, 0.1],  # tie with a wrong image -> rank 2
-        [0.2, 0.5, 0.5],  # tie -> rank 2
-        [0.3, 0.1, 0.4],  # clear -> rank 1
-    ])
+    s = torch.tensor(
+        [
+            [0.9, 0.9, 0.1],  # tie with a wrong image -> rank 2
+            [0.2, 0.5, 0.5],  # tie -> rank 2
+            [0.3, 0.1, 0.4],  # clear -> rank 1
+        ]
+    )
     ci = torch.tensor([0, 1, 2])
     assert text_to_image_ranks(s, ci).tolist() == [2, 2, 1]
     # image 0 column: own 0.9, wrong 0.2, 0.3 -> 1; image 1: own 0.5, wrong 0.9 -> 2; image 2: own 0.4, wrong 0.5 -> 2

@@ -39,11 +39,17 @@ def tiny(preset="merged", **kw):
 
 
 # ----------------------------------------------------------------------------------------------- presets
-PRE_LN = [("merged", {"norm_first": True}), ("single-modality-hloss", {"norm_first": True}), ("single-stream", {"norm_first": True})]
+PRE_LN = [
+    ("merged", {"norm_first": True}),
+    ("single-modality-hloss", {"norm_first": True}),
+    ("single-stream", {"norm_first": True}),
+]
 WORDS = [0, 100, 101, 102, 103, *range(1000, 30000, 50)]  # a compact vocabulary (model.vocab_ids)
 
 
-@pytest.mark.parametrize("preset, options", [(p, {}) for p in mmtlab.list_presets()] + PRE_LN + [("merged", {"vocab_ids": WORDS})])
+@pytest.mark.parametrize(
+    "preset, options", [(p, {}) for p in mmtlab.list_presets()] + PRE_LN + [("merged", {"vocab_ids": WORDS})]
+)
 def test_preset_forward_backward_reaches_every_parameter(preset, options):
     torch.manual_seed(0)
     model = mmtlab.build_model(preset, scale="tiny", feat_dim=FEAT, **options).train()
@@ -62,7 +68,7 @@ def test_preset_forward_backward_reaches_every_parameter(preset, options):
     assert out["mlm_logits"].shape == (int(batch["mlm_mask"].sum()), model.config.n_words)
     assert out["mrm_logits"].shape == (int(batch["mrm_mask"].sum()), model.config.n_region_classes)
     assert out["mrm_feats"].shape == (int(batch["mrm_mask"].sum()), FEAT)
-    if model.config.hloss:
+    if model.config.itm_every_layer:
         assert out["itm_logits_per_layer"].shape == (model.config.layers, B, 2)
     loss = sum(v.float().sum() * 1e-3 for v in out.values())
     loss.backward()
@@ -111,7 +117,12 @@ def test_preset_shapes_match_the_paper():
     base = model_config("merged")
     assert (base.schedule, base.width, base.heads, base.ffn) == ("MMMMMM", 768, 12, 3072)
     assert [model_config(f"vilbert-{n}block").layers for n in (1, 2, 4, 12)] == [1, 2, 4, 12]
-    for name, heads, head_width in [("heads1-768", 1, 768), ("heads3-256", 3, 256), ("heads6-64", 6, 64), ("heads18-64", 18, 64)]:
+    for name, heads, head_width in [
+        ("heads1-768", 1, 768),
+        ("heads3-256", 3, 256),
+        ("heads6-64", 6, 64),
+        ("heads18-64", 18, 64),
+    ]:
         cfg = model_config(name)
         assert (cfg.heads, cfg.head_dim) == (heads, head_width)
     assert model_config("single-modality").schedule == "UUUUUU" and not model_config("single-modality").hloss
@@ -154,7 +165,9 @@ def _flow(model):
     other_img = dict(batch, img_feats=batch["img_feats"] + torch.randn_like(batch["img_feats"]))
     t1, v1 = _states(model, other_img)
     assert _changed(v0, v1, batch["img_mask"]), "image states must depend on the image"
-    other_txt = dict(batch, text_ids=torch.where(batch["text_mask"], (batch["text_ids"] + 7) % 30000, batch["text_ids"]))
+    other_txt = dict(
+        batch, text_ids=torch.where(batch["text_mask"], (batch["text_ids"] + 7) % 30000, batch["text_ids"])
+    )
     other_txt["text_ids"][:, 0] = 101
     t2, v2 = _states(model, other_txt)
     assert _changed(t0, t2, batch["text_mask"]), "text states must depend on the text"
@@ -224,7 +237,9 @@ def test_padding_never_changes_real_tokens(code):
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
-@pytest.mark.parametrize("preset", ["merged", "mixed-modality", "single-modality", "single-stream", "coattention", "image-q-12"])
+@pytest.mark.parametrize(
+    "preset", ["merged", "mixed-modality", "single-modality", "single-stream", "coattention", "image-q-12"]
+)
 def test_unimodal_cache_matches_full_forward(preset, norm_first):
     model = tiny(preset, norm_first=norm_first)
     batch = make_batch()
@@ -273,7 +288,9 @@ def test_last_layer_at_read_rows_gives_the_same_heads_and_gradients(preset, opti
     assert fewer_flops < full_flops
 
 
-@pytest.mark.parametrize("preset", ["merged", "coattention", "mixed-modality", "single-stream", "single-modality-hloss"])
+@pytest.mark.parametrize(
+    "preset", ["merged", "coattention", "mixed-modality", "single-stream", "single-modality-hloss"]
+)
 def test_cpu_skips_padding_rows_with_the_same_results(preset, monkeypatch):
     """On a CPU the per-token projections run on real tokens only: every head output, real token state and
     gradient equals the padded computation's (as a GPU runs it), padding rows come back as zeros, and the
@@ -382,10 +399,12 @@ def test_pixel_path_produces_the_image_stream():
 # ----------------------------------------------------------------------------------------------- BERT init
 def test_text_stream_equals_hf_bert():
     transformers = pytest.importorskip("transformers")
-    from mmtlab.model.bert_init import bert_vocab_dir
+    from mmtlab.assets import bert_vocab_dir
 
     path = bert_vocab_dir()
-    model = mmtlab.build_model("single-modality", width=384, heads=12, ffn=1536, feat_dim=FEAT, text_init=str(path)).eval()
+    model = mmtlab.build_model(
+        "single-modality", width=384, heads=12, ffn=1536, feat_dim=FEAT, text_init=str(path)
+    ).eval()
     bert = transformers.BertModel.from_pretrained(str(path)).eval()
     batch = make_batch(T=12)
     with torch.no_grad():
@@ -396,8 +415,8 @@ def test_text_stream_equals_hf_bert():
 
 
 def test_text_init_rejects_a_mismatched_width(tmp_path):
+    from mmtlab.assets import bert_vocab_dir
     from mmtlab.config import ConfigError
-    from mmtlab.model.bert_init import bert_vocab_dir
 
     with pytest.raises(ConfigError, match="hidden_size=384.*model.width=128"):
         mmtlab.build_model("merged", scale="tiny", text_init=str(bert_vocab_dir()))

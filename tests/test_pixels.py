@@ -18,7 +18,11 @@ def test_patch_gradients_reach_the_pixels():
     model = mmtlab.build_model("merged", scale="tiny", image_input="pixels", image_size=32, patch_size=8)
     B = 3
     pixels = torch.rand(B, 3, 32, 32, requires_grad=True)
-    batch = {"text_ids": torch.randint(1000, 2000, (B, 6)), "text_mask": torch.ones(B, 6, dtype=torch.bool), "pixels": pixels}
+    batch = {
+        "text_ids": torch.randint(1000, 2000, (B, 6)),
+        "text_mask": torch.ones(B, 6, dtype=torch.bool),
+        "pixels": pixels,
+    }
     out = model(batch)
     assert out["img_states"].shape[:2] == (B, 1 + 16)  # global token + a 4x4 grid of patches
     out["itm_logits"][:, 1].sum().backward()

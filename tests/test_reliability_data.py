@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_faults import one_line_error
 from mmtlab.cli import main
 from mmtlab.config import ConfigError
 from mmtlab.data.config import DataConfig
 from mmtlab.data.importer import import_dataset
 from mmtlab.data.store import DataError, StoreWriter, open_store
-
-from cli_faults import one_line_error
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 
@@ -149,8 +148,13 @@ def test_webdataset_members_never_leave_the_output(tmp_path):
     feats = io.BytesIO()
     np.savez(feats, features=np.ones((2, 4), np.float32), boxes=np.tile(np.float32([0, 0, 1, 1]), (2, 1)))
     with tarfile.open(shard, "w") as tar:
-        for name, data in [("../../evil.txt", b"a caption"), ("../../evil.npz", feats.getvalue()),
-                           ("/tmp/mmtlab-test-abs-evil.txt", b"x"), ("good.txt", b"a red ball"), ("good.npz", feats.getvalue())]:
+        for name, data in [
+            ("../../evil.txt", b"a caption"),
+            ("../../evil.npz", feats.getvalue()),
+            ("/tmp/mmtlab-test-abs-evil.txt", b"x"),
+            ("good.txt", b"a red ball"),
+            ("good.npz", feats.getvalue()),
+        ]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

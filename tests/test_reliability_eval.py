@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from cli_faults import Payload, one_line_error
 from mmtlab.cli import main
 from mmtlab.config import save_yaml
 from mmtlab.data.synth import synthesize
@@ -15,8 +16,6 @@ from mmtlab.eval import retrieval
 from mmtlab.model import build_from_config
 from mmtlab.train.checkpoint import save_weights
 from mmtlab.train.config import make_run_config
-
-from cli_faults import Payload, one_line_error
 
 FEAT = 32
 
@@ -29,7 +28,9 @@ def flickr(tmp_path_factory):
 @pytest.fixture()
 def run(tmp_path):
     """A finished run directory with random weights, without training."""
-    cfg = make_run_config("merged", "itm", scale="tiny", overrides={"model.feat_dim": FEAT, "model.width": 32, "model.heads": 2})
+    cfg = make_run_config(
+        "merged", "itm", scale="tiny", overrides={"model.feat_dim": FEAT, "model.width": 32, "model.heads": 2}
+    )
     path = tmp_path / "run"
     path.mkdir()
     save_yaml(cfg, path / "config.yaml")
@@ -39,7 +40,9 @@ def run(tmp_path):
 
 
 def evaluate(run, flickr, out, *extra) -> int:
-    return main(["eval", "retrieval", "--run", str(run), "--data", str(flickr), "--out", str(out), "--no-progress", *extra])
+    return main(
+        ["eval", "retrieval", "--run", str(run), "--data", str(flickr), "--out", str(out), "--no-progress", *extra]
+    )
 
 
 @pytest.mark.parametrize("target,message", [
@@ -92,4 +95,3 @@ def test_a_pickle_payload_in_a_score_chunk_never_runs(run, flickr, tmp_path, cap
     capsys.readouterr()
     assert evaluate(run, flickr, out) == 2
     assert "damaged score chunk" in one_line_error(capsys) and not marker.exists()
-

@@ -24,7 +24,9 @@ def test_a_stale_lock_is_taken_over_by_exactly_one_process(tmp_path):
     ctx = mp.get_context("fork")
     lock = tmp_path / "cell" / "lock"
     lock.parent.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     winners = []
     for _ in range(ROUNDS):
         lock.write_text(dead)  # left by a process that died

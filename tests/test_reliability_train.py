@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cli_faults import Payload, one_line_error
 from mmtlab.cli import main
 from mmtlab.config import ConfigError
 from mmtlab.data.synth import synthesize
@@ -20,8 +21,6 @@ from mmtlab.train import make_run_config, train
 from mmtlab.train.checkpoint import latest_checkpoint, load_state
 from mmtlab.train.losses import PretrainingLoss
 from mmtlab.train.trainer import TrainingError
-
-from cli_faults import Payload, one_line_error
 
 FEAT = 24
 TINY = {"model.width": "32", "model.heads": "2", "model.ffn": "64", "train.progress": "false", "train.batch_size": "4"}
@@ -51,7 +50,20 @@ def finite_weights(path: Path) -> bool:
 # ------------------------------------------------------------------------------------ non-finite loss
 def test_diverged_run_continues_as_the_error_advises(store, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(train_args(store, run, "train.steps=6", "train.ckpt_every=1", "train.log_every=1", "train.lr=1e30", "train.warmup_steps=0")) == 2
+    assert (
+        main(
+            train_args(
+                store,
+                run,
+                "train.steps=6",
+                "train.ckpt_every=1",
+                "train.log_every=1",
+                "train.lr=1e30",
+                "train.warmup_steps=0",
+            )
+        )
+        == 2
+    )
     err = one_line_error(capsys)
     assert "non-finite loss in itm at step 2" in err and f"--resume {run} train.lr=" in err
     # the checkpoint of step 1 already holds the diverged weights: it is set aside, not offered
@@ -183,26 +195,29 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(finished, m
 
 
 def test_errors_are_one_family_and_bugs_keep_their_traceback(monkeypatch, capsys):
-    import mmtlab.presets
+    import mmtlab.model.catalog
     from mmtlab.data.store import DataError
     from mmtlab.eval.metrics import EvalError
 
-    assert all(issubclass(c, MmtlabError) and issubclass(c, ValueError) for c in (ConfigError, DataError, EvalError, TrainingError))
-    monkeypatch.setattr(mmtlab.presets, "preset_table", lambda markdown: [][1])
+    assert all(
+        issubclass(c, MmtlabError) and issubclass(c, ValueError)
+        for c in (ConfigError, DataError, EvalError, TrainingError)
+    )
+    monkeypatch.setattr(mmtlab.model.catalog, "preset_table", lambda markdown: [][1])
     with pytest.raises(IndexError):  # a bug: not turned into one line
         main(["presets"])
 
     def bug(markdown):
         raise ValueError("a bug")
 
-    monkeypatch.setattr(mmtlab.presets, "preset_table", bug)
+    monkeypatch.setattr(mmtlab.model.catalog, "preset_table", bug)
     with pytest.raises(ValueError, match="a bug"):
         main(["presets"])
 
     def denied(markdown):
         raise PermissionError(errno.EACCES, "Permission denied", "/data/out")
 
-    monkeypatch.setattr(mmtlab.presets, "preset_table", denied)  # about the machine, not the code: one line
+    monkeypatch.setattr(mmtlab.model.catalog, "preset_table", denied)  # about the machine, not the code: one line
     assert main(["presets"]) == 2
     assert "Permission denied" in one_line_error(capsys)
 

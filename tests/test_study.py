@@ -46,14 +46,32 @@ def test_grid_expands_cells_once_per_seed_and_dedupes():
 @pytest.mark.parametrize(
     "change, pattern",
     [
-        ({"comparisons": {"a": {"axis": "preset", "data": ["coco"], "preset": ["mergd"]}}}, r"unknown preset 'mergd'; valid presets: merged, "),
-        ({"comparisons": {"a": {"axis": "loss", "data": ["coco"], "preset": ["merged"], "loss": ["itm+mln"]}}}, r"unknown loss set 'itm\+mln'; valid loss sets: default, itm\+mlm\+mrm"),
-        ({"comparisons": {"a": {"axis": "data", "data": ["coc"], "preset": ["merged"]}}}, r"unknown dataset 'coc'; valid datasets: coco, cc, test"),
-        ({"comparisons": {"a": {"axis": "colour", "data": ["coco"], "preset": ["merged"]}}}, r"axis 'colour'; valid axes: data, preset, loss"),
-        ({"datasets": {"x": {"style": "instagram"}, "test": {"style": "flickr"}}}, r"unknown style 'instagram'; valid styles: .*coco"),
+        (
+            {"comparisons": {"a": {"axis": "preset", "data": ["coco"], "preset": ["mergd"]}}},
+            r"unknown preset 'mergd'; valid presets: merged, ",
+        ),
+        (
+            {"comparisons": {"a": {"axis": "loss", "data": ["coco"], "preset": ["merged"], "loss": ["itm+mln"]}}},
+            r"unknown loss set 'itm\+mln'; valid loss sets: default, itm\+mlm\+mrm",
+        ),
+        (
+            {"comparisons": {"a": {"axis": "data", "data": ["coc"], "preset": ["merged"]}}},
+            r"unknown dataset 'coc'; valid datasets: coco, cc, test",
+        ),
+        (
+            {"comparisons": {"a": {"axis": "colour", "data": ["coco"], "preset": ["merged"]}}},
+            r"axis 'colour'; valid axes: data, preset, loss",
+        ),
+        (
+            {"datasets": {"x": {"style": "instagram"}, "test": {"style": "flickr"}}},
+            r"unknown style 'instagram'; valid styles: .*coco",
+        ),
         ({"eval": {"data": "nope"}}, r"eval.data 'nope' must name"),
         ({"comparisons": {"a": {"axis": "data", "data": ["test"], "preset": ["merged"]}}}, r"is the evaluation set"),
-        ({"claims": [{"better": {"comparison": "zzz"}, "worse": {"comparison": "attention"}}]}, r"claims\[0\].better.comparison 'zzz'"),
+        (
+            {"claims": [{"better": {"comparison": "zzz"}, "worse": {"comparison": "attention"}}]},
+            r"claims\[0\].better.comparison 'zzz'",
+        ),
         ({"colour": 1}, r"unknown key\(s\) \['colour'\]"),
     ],
 )
@@ -72,7 +90,8 @@ def test_flat_grid_is_the_cross_product(tmp_path):
     (comp,) = grid.comparisons
     assert comp.name == "grid" and comp.axis == "preset" and len(grid.cells) == 2 * 2 * 2
     assert {(c.data, c.preset, c.loss) for c in grid.cells} == {
-        (d, p, "itm+mlm") for d in ("coco", "cc") for p in ("merged", "single-modality")}
+        (d, p, "itm+mlm") for d in ("coco", "cc") for p in ("merged", "single-modality")
+    }
     assert grid.datasets["coco"] == {"style": "coco"} and grid.eval["data"] == "flickr-test"
     assert grid.datasets["flickr-test"] == {"style": "flickr", "n": 100} and grid.overrides == {"train.steps": 5}
     assert parse_grid({"data": "vg", "presets": ["merged"]}).cells[0].loss == "itm+mlm+mrm"  # the preset's loss set
@@ -103,7 +122,9 @@ def test_shipped_grids_parse():
     assert {c.loss for c in small.cells if c.data != "coco"} == {"itm+mlm+mrm"}
     assert {c.loss for c in load_grid("demo").cells} == {"itm+mlm+mrm"}
     assert load_grid("demo", seeds=[3, 4]).seeds == [3, 4]
-    with pytest.raises(ConfigError, match="unknown study 'paper-big'; valid studies: demo, demo-quick, paper, paper-small"):
+    with pytest.raises(
+        ConfigError, match="unknown study 'paper-big'; valid studies: demo, demo-quick, paper, paper-small"
+    ):
         load_grid("paper-big")
 
 
@@ -121,20 +142,26 @@ def _records(grid, r1):
 
 def test_verdicts_use_the_seed_spread():
     grid = parse_grid(_grid())
-    recs = _records(grid, {"merged": [40, 44], "single-modality": [10, 12], "contrastive32": [43, 47], "baseline": [5, 5]})
+    recs = _records(
+        grid, {"merged": [40, 44], "single-modality": [10, 12], "contrastive32": [43, 47], "baseline": [5, 5]}
+    )
     v = verdict(grid, recs, grid.claims[0])
     assert v["supported"] and v["difference"] == pytest.approx(31.0)
     # std of [40, 44] = 2.83 -> margin 5.66; contrastive beats by 3 points only: "does not beat" holds
     v = verdict(grid, recs, grid.claims[1])
-    assert v["supported"] and v["margin"] == pytest.approx(2 * 2 ** 1.5)
-    recs = _records(grid, {"merged": [40, 40], "single-modality": [39.5, 39.5], "contrastive32": [60, 61], "baseline": [5, 5]})
+    assert v["supported"] and v["margin"] == pytest.approx(2 * 2**1.5)
+    recs = _records(
+        grid, {"merged": [40, 40], "single-modality": [39.5, 39.5], "contrastive32": [60, 61], "baseline": [5, 5]}
+    )
     assert not verdict(grid, recs, grid.claims[0])["supported"]  # 0.5 points < the 1-point floor
     assert not verdict(grid, recs, grid.claims[1])["supported"]  # contrastive clearly beats classification
 
 
 def test_report_tables_and_csv(tmp_path):
     grid = parse_grid(_grid(overrides={"train.steps": 400, "loss.weights.itc": 0.5}))
-    recs = _records(grid, {"merged": [40, 44], "single-modality": [10, 12], "contrastive32": [43, 47], "baseline": [5, 5]})
+    recs = _records(
+        grid, {"merged": [40, 44], "single-modality": [10, 12], "contrastive32": [43, 47], "baseline": [5, 5]}
+    )
     md = markdown(grid, recs)
     assert "## attention (varying preset)" in md and "## losses (varying loss)" in md
     assert "Settings of every cell: `train.steps=400`, `loss.weights.itc=0.5`." in md
@@ -149,7 +176,9 @@ def test_report_plots(tmp_path):
     from mmtlab.study.report import plot
 
     grid = parse_grid(_grid())
-    recs = _records(grid, {"merged": [40, 44], "single-modality": [10, 12], "contrastive32": [43, 47], "baseline": [5, 5]})
+    recs = _records(
+        grid, {"merged": [40, 44], "single-modality": [10, 12], "contrastive32": [43, 47], "baseline": [5, 5]}
+    )
     paths = plot(grid, recs, tmp_path)
     assert [p.name for p in paths] == ["attention.png", "losses.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
@@ -159,7 +188,9 @@ def test_study_cli_rejects_unknown_names_before_training(tmp_path, capsys):
     from mmtlab.cli import main
 
     grid = tmp_path / "g.yaml"
-    grid.write_text(json.dumps(_grid(comparisons={"a": {"axis": "preset", "data": ["coco"], "preset": ["merged", "nope"]}})))
+    grid.write_text(
+        json.dumps(_grid(comparisons={"a": {"axis": "preset", "data": ["coco"], "preset": ["merged", "nope"]}}))
+    )
     assert main(["study", "--grid", str(grid), "--out", str(tmp_path / "out")]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -177,7 +208,9 @@ def test_claims_let_processes_share_a_study(tmp_path):
         with _claim(lock) as second:
             assert not second  # held by a live process (us)
     assert not lock.exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     lock.write_text(dead)  # a lock left by a process that died
     with _claim(lock) as taken:
         assert taken
@@ -200,7 +233,9 @@ def test_demo_quick_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
         rec = json.loads(path.read_text())
         res = rec["results"]
         assert res["protocol"] == "zero-shot" and res["n_images"] == 30 and res["n_captions"] == 150
-        assert 0.0 <= res["text_to_image"]["R@1"] <= res["text_to_image"]["R@5"] <= res["text_to_image"]["R@10"] <= 100.0
+        assert (
+            0.0 <= res["text_to_image"]["R@1"] <= res["text_to_image"]["R@5"] <= res["text_to_image"]["R@10"] <= 100.0
+        )
         assert (path.parent / "run" / "model.safetensors").exists() and (path.parent / "run" / "config.yaml").exists()
         # the cell's evaluation is also a results file as `mmtlab eval retrieval --out` writes it (score chunks gone)
         assert json.loads((path.parent / "results.json").read_text()) == res and res["run"] == str(path.parent / "run")
@@ -233,7 +268,6 @@ def test_cells_without_a_trained_itm_head_are_scored_by_embeddings(tmp_path):
     cross-encoder with itc only) scores it as `mmtlab eval retrieval` would by default: dual."""
     from mmtlab.data import synthesize
     from mmtlab.study.runner import _evaluate_cell
-
     from test_eval_retrieval import FEAT, make_run
 
     test = synthesize(tmp_path / "test", style="flickr", n=6, seed=0, feat_dim=FEAT)

@@ -47,9 +47,13 @@ def run_cli(*argv: str, capsys=None) -> tuple[int, str]:
 # --------------------------------------------------------------------------------------------- config
 def test_run_config_defaults_and_overrides(store):
     assert make_run_config("baseline").loss.name == "contrastive1024"  # the preset's default loss set
-    cfg = make_run_config("merged", "itm+mlm", "tiny", [store], {"loss.weights.mlm": "0.5", "loss.itm_neg_ratio": "0.3"})
+    cfg = make_run_config(
+        "merged", "itm+mlm", "tiny", [store], {"loss.weights.mlm": "0.5", "loss.itm_neg_ratio": "0.3"}
+    )
     assert cfg.loss.weights == {"itm": 1.0, "mlm": 0.5} and cfg.loss.itm_neg_ratio == 0.3
-    cfg = make_run_config("merged", "itm+mlm", "tiny", [store], {"loss.start.mlm": "200", "loss.itm_negatives": "similar"})
+    cfg = make_run_config(
+        "merged", "itm+mlm", "tiny", [store], {"loss.start.mlm": "200", "loss.itm_negatives": "similar"}
+    )
     assert cfg.loss.start == {"mlm": 200} and cfg.loss.itm_negatives == "similar"
     with pytest.raises(ConfigError, match="unknown loss term"):
         make_run_config("merged", "itm+mlm", "tiny", [store], {"loss.start.mlmm": "200"})
@@ -151,7 +155,9 @@ def test_loss_fn_hook_and_nan_stop(store, tmp_path):
         bad = loss * float("nan") if step == 3 else loss
         return bad, {"custom": bad}
 
-    cfg = tiny_cfg(store, **{"train.steps": "5", "train.batch_size": "4", "train.ckpt_every": "2", "train.log_every": "1"})
+    cfg = tiny_cfg(
+        store, **{"train.steps": "5", "train.batch_size": "4", "train.ckpt_every": "2", "train.log_every": "1"}
+    )
     with pytest.raises(TrainingError, match=r"in custom at step 4.*resumes from .*checkpoint"):
         train(cfg, tmp_path / "run", loss_fn=loss_fn)
     assert calls == [0, 1, 2, 3]
@@ -171,7 +177,9 @@ def test_cpu_amp_trains_under_bf16_autocast(store, tmp_path):
         return loss, {"itm": loss}
 
     for flag, want in (("true", torch.bfloat16), ("false", torch.float32)):
-        cfg = tiny_cfg(store, **{"train.steps": "2", "train.batch_size": "4", "train.cpu_amp": flag, "train.device": "cpu"})
+        cfg = tiny_cfg(
+            store, **{"train.steps": "2", "train.batch_size": "4", "train.cpu_amp": flag, "train.device": "cpu"}
+        )
         train(cfg, tmp_path / flag, loss_fn=loss_fn)
         assert set(dtypes.values()) == {want}, flag
         dtypes.clear()
@@ -186,7 +194,7 @@ def test_cli_bad_input_is_one_line(store, tmp_path, capsys):
         (["--loss", "nope"], "valid loss sets"),
         (["train.stepz=1"], "unknown key 'train.stepz'"),
         (["--data", str(tmp_path)], "not an mmtlab store"),
-        (["--data", other], f"disagree on feat_dim"),
+        (["--data", other], "disagree on feat_dim"),
         ([f"model.feat_dim={FEAT + 1}"], f"model.feat_dim={FEAT + 1} does not match"),
     ]
     for extra, message in cases:
@@ -218,16 +226,41 @@ def test_cli_mixture_as_a_list_of_stores_and_override_groups(store, tmp_path, ca
     other = make_store(tmp_path / "other", n=20, seed=2)
     for name, data in [("list", ["--data", store, other]), ("repeated", ["--data", store, "--data", other])]:
         run = tmp_path / name
-        code, err = run_cli("train", "--scale", "tiny", *data, "data.sampling=dataset", "train.steps=1",
-                            "train.batch_size=4", *TINY_ARGS, "--out", str(run), capsys=capsys)
+        code, err = run_cli(
+            "train",
+            "--scale",
+            "tiny",
+            *data,
+            "data.sampling=dataset",
+            "train.steps=1",
+            "train.batch_size=4",
+            *TINY_ARGS,
+            "--out",
+            str(run),
+            capsys=capsys,
+        )
         assert code == 0, err
         cfg = load_run(run)[1]
-        assert cfg.data_dirs == [str(Path(store).resolve()), str(Path(other).resolve())] and cfg.data.sampling == "dataset"
+        assert (
+            cfg.data_dirs == [str(Path(store).resolve()), str(Path(other).resolve())] and cfg.data.sampling == "dataset"
+        )
         assert cfg.train.steps == 1
     # overrides in two groups around other options
     run = tmp_path / "groups"
-    code, err = run_cli("train", "train.steps=1", "--scale", "tiny", "--data", store, "train.batch_size=4", *TINY_ARGS,
-                        "--out", str(run), "train.lr=2e-4", capsys=capsys)
+    code, err = run_cli(
+        "train",
+        "train.steps=1",
+        "--scale",
+        "tiny",
+        "--data",
+        store,
+        "train.batch_size=4",
+        *TINY_ARGS,
+        "--out",
+        str(run),
+        "train.lr=2e-4",
+        capsys=capsys,
+    )
     assert code == 0, err
     cfg = load_run(run)[1]
     assert (cfg.train.steps, cfg.train.batch_size, cfg.train.lr, cfg.model.width) == (1, 4, 2e-4, 32)

@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 
 from mmtlab.cli import main
 from mmtlab.train.checkpoint import load_state
-
 from test_train import TINY_ARGS, make_store
 
 # Run in a child process: train with a loss that SIGKILLs the process at step 5 (after the step-3 checkpoint).
@@ -64,10 +63,15 @@ def test_sigkill_then_resume_is_bit_identical(store, tmp_path):
             "train.log_every=1", "model.dropout=0.1"]  # fmt: skip
     ref = tmp_path / "ref"
     with single_thread():  # as the children (OMP_NUM_THREADS=1)
-        assert main(["train", "--preset", "vilbert-2block", "--scale", "tiny", "--data", store, "--out", str(ref), *args]) == 0
+        assert (
+            main(["train", "--preset", "vilbert-2block", "--scale", "tiny", "--data", store, "--out", str(ref), *args])
+            == 0
+        )
 
     killed = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, store, str(killed), *args], env=child_env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, store, str(killed), *args], env=child_env(), capture_output=True, text=True
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert load_state(killed / "checkpoint")["step"] == 3 and not (killed / "model.safetensors").exists()
     assert len(losses(killed)) == 5  # logged steps 1-5, two of them past the checkpoint
@@ -96,5 +100,8 @@ def test_ddp_two_processes_match_one(store, tmp_path):
     l1, l2 = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(l1) == len(l2) == 4
     assert l1 == pytest.approx(l2, rel=1e-4)
-    a, b = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "one" / "model.safetensors")),
+        load_file(str(tmp_path / "two" / "model.safetensors")),
+    )
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

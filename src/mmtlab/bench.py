@@ -43,10 +43,10 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from .config import ConfigError
 from .cpu import add_threads_option
@@ -137,8 +137,17 @@ def _train_step(loss_fn: Callable, optimizer) -> Callable[[], None]:
     return step
 
 
-def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: dict, device, compile: bool,
-          ablate: tuple, bf16: bool) -> Contender:
+def _ours(
+    schedule: str,
+    shared: bool,
+    shape: dict,
+    inputs: dict,
+    score_inputs: dict,
+    device,
+    compile: bool,
+    ablate: tuple,
+    bf16: bool,
+) -> Contender:
     import torch
 
     from .device import autocast
@@ -146,8 +155,15 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: 
     from .train.losses import itm_loss, mlm_loss
 
     model = build_model(
-        "merged", "paper", schedule=schedule, shared=shared, width=shape["width"], heads=shape["heads"],
-        ffn=shape["ffn"], feat_dim=shape["feat_dim"], vocab_size=VOCAB,
+        "merged",
+        "paper",
+        schedule=schedule,
+        shared=shared,
+        width=shape["width"],
+        heads=shape["heads"],
+        ffn=shape["ffn"],
+        feat_dim=shape["feat_dim"],
+        vocab_size=VOCAB,
     ).to(device)
     fused = "fused-adamw" not in ablate
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None, foreach=None if fused else True)
@@ -165,7 +181,8 @@ def _ours(schedule: str, shared: bool, shape: dict, inputs: dict, score_inputs: 
     n_cap, n_img = int(cap.max()) + 1, int(img.max()) + 1
     pool = {k: score_inputs[k] for k in ("text_ids", "text_mask", "img_feats", "img_boxes", "img_mask")}
     pair_batch = {
-        "text_ids": pool["text_ids"][cap], "text_mask": pool["text_mask"][cap],
+        "text_ids": pool["text_ids"][cap],
+        "text_mask": pool["text_mask"][cap],
         **{k: pool[k][img] for k in ("img_feats", "img_boxes", "img_mask")},
     }
 
@@ -217,9 +234,10 @@ def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compil
             "`pip install 'mmtlab[bench]'` (or transformers>=4.40)"
         ) from e
 
-    T, R = shape["text_len"], shape["regions"]
-    common = dict(vocab_size=VOCAB, hidden_size=shape["width"], num_attention_heads=shape["heads"],
-                  intermediate_size=shape["ffn"])
+    R = shape["regions"]
+    common = dict(
+        vocab_size=VOCAB, hidden_size=shape["width"], num_attention_heads=shape["heads"], intermediate_size=shape["ffn"]
+    )
     B = inputs["text_ids"].shape[0]
     mlm_labels = torch.where(inputs["mlm_mask"], inputs["text_ids"], -100)  # (B, T)
     ids, tmask = inputs["text_ids"], inputs["text_mask"].long()
@@ -230,19 +248,40 @@ def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compil
         ignore = torch.full((B, R), -100, dtype=torch.long, device=device)
 
         def forward(ids, tmask, feats, boxes, vmask, labels=None, itm=None):
-            out = model(input_ids=ids, attention_mask=tmask, visual_embeds=feats, visual_attention_mask=vmask,
-                        labels=labels, sentence_image_labels=itm)
+            out = model(
+                input_ids=ids,
+                attention_mask=tmask,
+                visual_embeds=feats,
+                visual_attention_mask=vmask,
+                labels=labels,
+                sentence_image_labels=itm,
+            )
             return out.loss if labels is not None else out.seq_relationship_logits
 
         labels = torch.cat([mlm_labels, ignore], dim=1)  # VisualBERT's labels cover the T + R positions
     else:
-        cfg = transformers.LxmertConfig(l_layers=9, x_layers=5, r_layers=5, visual_feat_dim=shape["feat_dim"],
-                                        visual_pos_dim=4, task_obj_predict=False, task_qa=False, **common)
+        cfg = transformers.LxmertConfig(
+            l_layers=9,
+            x_layers=5,
+            r_layers=5,
+            visual_feat_dim=shape["feat_dim"],
+            visual_pos_dim=4,
+            task_obj_predict=False,
+            task_qa=False,
+            **common,
+        )
         model = transformers.LxmertForPreTraining(cfg)
 
         def forward(ids, tmask, feats, boxes, vmask, labels=None, itm=None):
-            out = model(input_ids=ids, attention_mask=tmask, visual_feats=feats, visual_pos=boxes[..., :4],
-                        visual_attention_mask=vmask, labels=labels, matched_label=itm)
+            out = model(
+                input_ids=ids,
+                attention_mask=tmask,
+                visual_feats=feats,
+                visual_pos=boxes[..., :4],
+                visual_attention_mask=vmask,
+                labels=labels,
+                matched_label=itm,
+            )
             return out.loss if labels is not None else out.cross_relationship_score
 
         labels = mlm_labels
@@ -255,8 +294,13 @@ def _hf(kind: str, shape: dict, inputs: dict, score_inputs: dict, device, compil
             return forward(ids, tmask, feats, boxes, vmask, labels, inputs["itm_labels"])
 
     cap, img = score_pairs(score_inputs["text_ids"].shape[0], device)
-    pool = (score_inputs["text_ids"], score_inputs["text_mask"].long(), score_inputs["img_feats"],
-            score_inputs["img_boxes"], score_inputs["img_mask"].long())
+    pool = (
+        score_inputs["text_ids"],
+        score_inputs["text_mask"].long(),
+        score_inputs["img_feats"],
+        score_inputs["img_boxes"],
+        score_inputs["img_mask"].long(),
+    )
     pairs = tuple(x[i] for x, i in zip(pool, (cap, cap, img, img, img)))  # pre-gathered, outside the timing
 
     def score_fn() -> torch.Tensor:
@@ -287,8 +331,10 @@ def _hf_flops(kind: str, model, shape: dict, n_mlm: int) -> float:
         per_pass = _n(enc.layer) * T + _n(enc.r_layers) * R + _n(enc.visn_fc) * R + _n(model.lxmert.pooler) + head
         for x in enc.x_layers:
             per_pass += _n(x.visual_attention) * (T + R)
-            per_pass += sum(_n(getattr(x, f"lang_{m}")) * T + _n(getattr(x, f"visn_{m}")) * R
-                            for m in ("self_att", "inter", "output"))
+            per_pass += sum(
+                _n(getattr(x, f"lang_{m}")) * T + _n(getattr(x, f"visn_{m}")) * R
+                for m in ("self_att", "inter", "output")
+            )
     return 6.0 * (per_pass + _n(model.cls.seq_relationship))
 
 
@@ -348,8 +394,12 @@ def check_bf16(model, inputs: dict, device) -> dict:
     states = max(rel(low[k], ref[k]) for k in ("text_states", "img_states"))
     itm = rel(low["itm_logits"], ref["itm_logits"])
     diff = float((low["itm_logits"].float() - ref["itm_logits"]).abs().max())
-    return {"states_rel_err": states, "itm_logits_rel_err": itm, "itm_logits_max_abs_diff": diff,
-            "ok": states < 0.05 and itm < 0.05}
+    return {
+        "states_rel_err": states,
+        "itm_logits_rel_err": itm,
+        "itm_logits_max_abs_diff": diff,
+        "ok": states < 0.05 and itm < 0.05,
+    }
 
 
 def profile_ops(fn: Callable[[], None], device, top: int = 8) -> list[dict]:
@@ -409,8 +459,10 @@ def run_bench(
         raise ConfigError(f"--scale {scale!r}: valid scales are {', '.join(SHAPES)}")
     score_batch = batch if score_batch is None else score_batch
     if min(batch, score_batch, steps) < 1 or warmup < 0:
-        raise ConfigError(f"--batch, --score-batch and --steps must be >= 1 and --warmup >= 0 "
-                          f"(got {batch}, {score_batch}, {steps}, {warmup})")
+        raise ConfigError(
+            f"--batch, --score-batch and --steps must be >= 1 and --warmup >= 0 "
+            f"(got {batch}, {score_batch}, {steps}, {warmup})"
+        )
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision!r}: valid values are {', '.join(PRECISIONS)}")
     if compile not in COMPILE_MODES:
@@ -444,8 +496,12 @@ def run_bench(
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "scale": scale,
-        "shape": {**shape, "vocab": VOCAB, "mlm_positions": int(inputs["mlm_mask"][0].sum()),
-                  "score_block": [min(SCORE_CAPTIONS, score_batch), math.ceil(score_batch / SCORE_CAPTIONS)]},
+        "shape": {
+            **shape,
+            "vocab": VOCAB,
+            "mlm_positions": int(inputs["mlm_mask"][0].sum()),
+            "score_block": [min(SCORE_CAPTIONS, score_batch), math.ceil(score_batch / SCORE_CAPTIONS)],
+        },
         "batch": batch,
         "score_batch": score_batch,
         "steps": steps,
@@ -473,7 +529,9 @@ def run_bench(
             log(f"{row['comparison']}: timing {task} ({', '.join(c.name for c in contenders.values())})")
             secs = time_interleaved({k: getattr(c, task) for k, c in contenders.items()}, steps, warmup, dev)
             for k, c in contenders.items():
-                entry = row.setdefault(k, {"name": c.name, "params": c.params, "train_gflops_per_sample": c.train_flops / 1e9})
+                entry = row.setdefault(
+                    k, {"name": c.name, "params": c.params, "train_gflops_per_sample": c.train_flops / 1e9}
+                )
                 entry[f"{task}_ms"] = secs[k] * 1e3
                 entry[key] = n / secs[k]
         for k in contenders:
@@ -523,18 +581,26 @@ def format_table(results: dict) -> str:
             if k in row:
                 e = row[k]
                 mfu = f"{100 * e['mfu']:5.1f}%" if e["mfu"] is not None else "   n/a"
-                lines.append(f"{e['name'][:64]:<64} {e['train_samples_per_s']:>16,.1f} {e['score_pairs_per_s']:>14,.1f} {mfu:>6}")
+                lines.append(
+                    f"{e['name'][:64]:<64} {e['train_samples_per_s']:>16,.1f} {e['score_pairs_per_s']:>14,.1f} {mfu:>6}"
+                )
         if "ratio_train" in row:
-            lines.append(f"{'  ratio ours/theirs (' + row['comparison'] + ')':<64} {row['ratio_train']:>15.2f}x {row['ratio_score']:>13.2f}x")
+            lines.append(
+                f"{'  ratio ours/theirs (' + row['comparison'] + ')':<64} {row['ratio_train']:>15.2f}x {row['ratio_score']:>13.2f}x"
+            )
     for row in results["comparisons"]:
         for task, ops in row.get("ours_profile", {}).items():
-            lines.append(f"profile of ours ({row['comparison']}, {task}): "
-                         + ", ".join(f"{o['op']} {100 * o['share']:.1f}%" for o in ops))
+            lines.append(
+                f"profile of ours ({row['comparison']}, {task}): "
+                + ", ".join(f"{o['op']} {100 * o['share']:.1f}%" for o in ops)
+            )
     if "bf16_check" in results:
         c = results["bf16_check"]
-        lines.append(f"bf16 autocast vs fp32 (ours): states rel. err {c['states_rel_err']:.2e}, "
-                     f"ITM logits rel. err {c['itm_logits_rel_err']:.2e} (max diff {c['itm_logits_max_abs_diff']:.2e}) "
-                     f"-> {'ok' if c['ok'] else 'MISMATCH'}")
+        lines.append(
+            f"bf16 autocast vs fp32 (ours): states rel. err {c['states_rel_err']:.2e}, "
+            f"ITM logits rel. err {c['itm_logits_rel_err']:.2e} (max diff {c['itm_logits_max_abs_diff']:.2e}) "
+            f"-> {'ok' if c['ok'] else 'MISMATCH'}"
+        )
     return "\n".join(lines)
 
 
@@ -570,21 +636,36 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     """Add ``mmtlab bench`` to the ``mmtlab`` parser."""
     p = subparsers.add_parser(
-        "bench", help="speed against the peers (HF VisualBERT, LXMERT), same machine, same run",
+        "bench",
+        help="speed against the peers (HF VisualBERT, LXMERT), same machine, same run",
         description="Time our models against HF VisualBERT and LXMERT (train step and ITM scoring), in one process "
         "on one device, interleaved; see docs/performance.md.",
     )
     p.add_argument("--scale", default="tiny", choices=sorted(SHAPES), help="model and input shape (default: tiny)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--batch", type=int, default=8, help="samples per training step (default 8)")
-    p.add_argument("--score-batch", type=int, default=None,
-                   help="pairs per scoring call: 16 captions x score-batch/16 images (default: --batch)")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="bf16: every contender under bf16 autocast (auto: on CUDA only; fp32 on CPU)")
+    p.add_argument(
+        "--score-batch",
+        type=int,
+        default=None,
+        help="pairs per scoring call: 16 captions x score-batch/16 images (default: --batch)",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="bf16: every contender under bf16 autocast (auto: on CUDA only; fp32 on CPU)",
+    )
     p.add_argument("--steps", type=int, default=5, help="timed iterations (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
-    p.add_argument("--compile", nargs="?", const="all", default="none", choices=COMPILE_MODES,
-                   help="torch.compile every contender (all, the default with no value) or only ours")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="all",
+        default="none",
+        choices=COMPILE_MODES,
+        help="torch.compile every contender (all, the default with no value) or only ours",
+    )
     p.add_argument("--compare", default=",".join(COMPARISONS), help="comma-separated: " + ", ".join(COMPARISONS))
     p.add_argument("--no-peers", action="store_true", help="time only our models (e.g. for MFU at a large batch)")
     p.add_argument("--ablate", default="", help="turn off levers of ours (comma-separated): " + ", ".join(ABLATIONS))

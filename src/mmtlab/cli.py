@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from .cpu import apply_cpu_policy
-from .errors import ENVIRONMENT_ERRNOS, MmtlabError
+from .errors import MmtlabError, one_line, user_fixable
 
 # Modules contributing subcommands: each defines ``register(subparsers)`` and keeps torch out of its imports.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -22,11 +22,15 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mmtlab.features.cli",
     "mmtlab.bench",
 )
+# Subcommands that live outside their group's package: ``data emoji`` extracts image features, so it is
+# :mod:`mmtlab.features.emoji`, and the data layer below it does not import it. (group, module)
+GROUP_COMMANDS: tuple[tuple[str, str], ...] = (("data", "mmtlab.features.emoji"),)
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
     from .data import STYLES
-    from .presets import SCALES, list_loss_sets, loss_set, preset_table, scale_recipe
+    from .model.catalog import preset_table
+    from .presets import SCALES, list_loss_sets, loss_set, scale_recipe
 
     print(preset_table(markdown=args.markdown))
     if not args.markdown:
@@ -54,7 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for group, name in GROUP_COMMANDS:
+        importlib.import_module(name).register(_subcommands(sub.choices[group]))
     return parser
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """The subcommand action of a command group's parser (``mmtlab data`` -> its ``synth``, ``import``, ...)."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,20 +89,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mmtlab: error: {one_line(e)}", file=sys.stderr)
         return 2
-
-
-def user_fixable(e: BaseException) -> bool:
-    """An error of the :class:`MmtlabError` family, or an ``OSError`` about the machine (disk full, no
-    permission, read-only file system) rather than about mmtlab's code."""
-    return isinstance(e, MmtlabError) or (isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS)
-
-
-def one_line(e: BaseException) -> str:
-    """The error's message on one line (a multi-line message from a library is joined)."""
-    text = " ".join(str(e).split())
-    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
-        text = f"{e.filename}: {text}"
-    return text
 
 
 if __name__ == "__main__":

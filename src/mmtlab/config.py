@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -54,7 +55,7 @@ class ModelConfig:
     attn_dropout: float = 0.1
     n_region_classes: int = 1601  # detector classes for MRM (VG: 1600 + background)
     proj_dim: int = 256  # contrastive / dual-encoder embedding width
-    hloss: bool = False  # an ITM head after every layer
+    hloss: bool = False  # an ITM head after every layer (read it as .itm_every_layer; the key is the paper's tag)
     text_init: str | None = None  # local Hugging Face BERT directory for the text stream
     image_input: str = "regions"  # "regions" (features + boxes) or "pixels" (ViLT-style patches)
     image_size: int = 64  # pixel path: input resolution
@@ -88,7 +89,9 @@ class ModelConfig:
         if self.image_input not in ("regions", "pixels"):
             raise ConfigError(f"model.image_input: {self.image_input!r}; valid: 'regions', 'pixels'")
         if self.norm_first and self.text_init:
-            raise ConfigError("model.norm_first=true with model.text_init: BERT checkpoints are post-LN; drop one of them")
+            raise ConfigError(
+                "model.norm_first=true with model.text_init: BERT checkpoints are post-LN; drop one of them"
+            )
         if self.image_input == "pixels" and self.image_size % self.patch_size:
             raise ConfigError(f"model.image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
 
@@ -117,6 +120,12 @@ class ModelConfig:
     def is_dual(self) -> bool:
         """True when no layer mixes the modalities (all ``U``): a dual encoder."""
         return self.n_unimodal_prefix == len(self.schedule)
+
+    @property
+    def itm_every_layer(self) -> bool:
+        """An ITM head after every layer, the ITM loss averaged over them (the paper's "hloss" release; the
+        config key stays ``model.hloss``)."""
+        return self.hloss
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -219,14 +228,18 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     (removed fields that files written by an older mmtlab still hold) are ignored."""
     types_ = _field_types(cls)
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{prefix or cls.__name__}: expected a mapping of keys to values, got {type(values).__name__}")
+        raise ConfigError(
+            f"{prefix or cls.__name__}: expected a mapping of keys to values, got {type(values).__name__}"
+        )
     kwargs = {}
     for k, v in values.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k in getattr(cls, "RETIRED_KEYS", ()):
             continue
         if k not in types_:
-            raise ConfigError(f"unknown key {key!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(types_)}")
+            raise ConfigError(
+                f"unknown key {key!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(types_)}"
+            )
         kwargs[k] = _coerce(key, v, types_[k])
     try:
         return cls(**kwargs)
@@ -277,7 +290,9 @@ def apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> Any:
             tp = ftypes[part]
             if i == len(parts) - 1:
                 if dataclasses.is_dataclass(tp):
-                    raise ConfigError(f"{here!r} is a section; set one of its keys, e.g. {here}.{next(iter(_field_types(tp)))}=...")
+                    raise ConfigError(
+                        f"{here!r} is a section; set one of its keys, e.g. {here}.{next(iter(_field_types(tp)))}=..."
+                    )
                 node[part] = _coerce(dotted, value, tp)
             else:
                 if not dataclasses.is_dataclass(tp):

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 # OSError numbers that say something about the machine (space, permissions), never about mmtlab's code
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
@@ -41,4 +41,18 @@ def writing(path: str | Path, way_out: str) -> Iterator[None]:
         raise StorageError(f"{path}: cannot write ({e.strerror}); {way_out}") from e
 
 
-__all__ = ["MmtlabError", "StorageError", "ENVIRONMENT_ERRNOS", "writing"]
+def user_fixable(e: BaseException) -> bool:
+    """An error of the :class:`MmtlabError` family, or an ``OSError`` about the machine (disk full, no
+    permission, read-only file system) rather than about mmtlab's code."""
+    return isinstance(e, MmtlabError) or (isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS)
+
+
+def one_line(e: BaseException) -> str:
+    """The error's message on one line (a multi-line message from a library is joined)."""
+    text = " ".join(str(e).split())
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text = f"{e.filename}: {text}"
+    return text
+
+
+__all__ = ["MmtlabError", "StorageError", "ENVIRONMENT_ERRNOS", "writing", "user_fixable", "one_line"]

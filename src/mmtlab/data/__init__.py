@@ -12,7 +12,7 @@ from .store import DataError, Store, StoreWriter, open_store
 from .synth import STYLES, synthesize
 from .tokenizer import get_tokenizer
 
-_TORCH = {"collate_texts": ".collate", "collate_images": ".collate", "build_train_loader": ".loader", "TrainLoader": ".loader"}
+_TORCH = {"collate_texts": ".collate", "collate_images": ".collate", "build_train_loader": ".loader", "TrainLoader": ".loader"}  # fmt: skip
 
 
 def __getattr__(name: str):

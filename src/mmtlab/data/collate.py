@@ -3,7 +3,7 @@ token, boxes."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -34,10 +34,16 @@ def collate_texts(tokenizer, captions: Sequence[str], max_text_len: int = 40) ->
         ids[b, : len(row)] = row
         words[b, : len(word)] = word
         mask[b, : len(row)] = True
-    return {"text_ids": torch.from_numpy(ids), "text_mask": torch.from_numpy(mask), "text_word_ids": torch.from_numpy(words)}
+    return {
+        "text_ids": torch.from_numpy(ids),
+        "text_mask": torch.from_numpy(mask),
+        "text_word_ids": torch.from_numpy(words),
+    }
 
 
-def collate_images(store: Store, indices: Sequence[int], max_regions: int = 36, with_pixels: bool = False) -> dict[str, torch.Tensor]:
+def collate_images(
+    store: Store, indices: Sequence[int], max_regions: int = 36, with_pixels: bool = False
+) -> dict[str, torch.Tensor]:
     """Stack images ``indices`` of ``store`` into ``img_feats (B, R, F)``, ``img_boxes (B, R, 5)``,
     ``img_mask (B, R)`` with R = 1 + the most regions in the batch (capped at ``max_regions``); index 0 is the
     global token (mean of the real regions, box (0, 0, 1, 1, 1)). Adds ``img_cls (B, R, C)`` when the store
@@ -49,7 +55,9 @@ def collate_images(store: Store, indices: Sequence[int], max_regions: int = 36, 
     return stack_images(images, max_regions, with_pixels)
 
 
-def stack_images(images: list[dict[str, np.ndarray]], max_regions: int, with_pixels: bool = False) -> dict[str, torch.Tensor]:
+def stack_images(
+    images: list[dict[str, np.ndarray]], max_regions: int, with_pixels: bool = False
+) -> dict[str, torch.Tensor]:
     """:func:`collate_images` on images already read (``Store.image`` dicts)."""
     B = len(images)
     n = [min(len(im["feats"]), max_regions) for im in images]
@@ -71,13 +79,21 @@ def stack_images(images: list[dict[str, np.ndarray]], max_regions: int, with_pix
         if cls is not None:
             cls[b, 1 : k + 1] = im["cls"][:k]
             cls[b, 0] = cls[b, 1 : k + 1].mean(0) if k else 0.0
-    out = {"img_feats": torch.from_numpy(feats), "img_boxes": torch.from_numpy(boxes), "img_mask": torch.from_numpy(mask)}
+    out = {
+        "img_feats": torch.from_numpy(feats),
+        "img_boxes": torch.from_numpy(boxes),
+        "img_mask": torch.from_numpy(mask),
+    }
     if cls is not None:
         out["img_cls"] = torch.from_numpy(cls)
     if with_pixels:
         if not all("pixels" in im for im in images):
-            raise DataError("with_pixels=True, but some of these images have no pixels: their store holds only region "
-                            "features; write it with pixels (`mmtlab features extract ... --pixels 64`) or use a model "
-                            "of region features (model.image_input=regions)")
-        out["pixels"] = torch.from_numpy(np.stack([im["pixels"] for im in images]).astype(np.float32) / 255.0)  # (B, 3, H, W)
+            raise DataError(
+                "with_pixels=True, but some of these images have no pixels: their store holds only region "
+                "features; write it with pixels (`mmtlab features extract ... --pixels 64`) or use a model "
+                "of region features (model.image_input=regions)"
+            )
+        out["pixels"] = torch.from_numpy(
+            np.stack([im["pixels"] for im in images]).astype(np.float32) / 255.0
+        )  # (B, 3, H, W)
     return out

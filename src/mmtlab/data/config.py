@@ -32,12 +32,16 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.max_text_len < 3:
-            raise ConfigError(f"data.max_text_len: {self.max_text_len}; needs room for [CLS], one piece and [SEP] (>= 3)")
+            raise ConfigError(
+                f"data.max_text_len: {self.max_text_len}; needs room for [CLS], one piece and [SEP] (>= 3)"
+            )
         if self.max_regions < 1:
             raise ConfigError(f"data.max_regions: {self.max_regions}; must be >= 1")
         if self.sampling not in SAMPLING:
             raise ConfigError(f"data.sampling: {self.sampling!r}; valid: {', '.join(SAMPLING)}")
-        if self.weights is not None and (not self.weights or any(w < 0 for w in self.weights) or sum(self.weights) <= 0):
+        if self.weights is not None and (
+            not self.weights or any(w < 0 for w in self.weights) or sum(self.weights) <= 0
+        ):
             raise ConfigError(f"data.weights: {self.weights}; give one non-negative weight per dataset, not all zero")
         if self.vocab not in VOCABULARIES:
             raise ConfigError(f"data.vocab: {self.vocab!r}; valid: {', '.join(VOCABULARIES)}")

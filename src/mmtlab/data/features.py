@@ -13,9 +13,9 @@ import csv
 import io
 import sys
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -43,7 +43,9 @@ class FeatureWidth:
         if self.value is None:
             self.value = width
         elif width != self.value:
-            raise DataError(f"{self.source}: {where} has {width}-d features, expected {self.value} (wrong file or --feat-dim?)")
+            raise DataError(
+                f"{self.source}: {where} has {width}-d features, expected {self.value} (wrong file or --feat-dim?)"
+            )
 
 
 def validate(where: str, key, feats, boxes, size, cls, bad: BadRecords, width: FeatureWidth) -> Regions | None:
@@ -66,7 +68,12 @@ def validate(where: str, key, feats, boxes, size, cls, bad: BadRecords, width: F
     elif boxes.max() > 1 + BOX_TOLERANCE:
         bad.skip(where, "boxes in pixels but no image_w / image_h given")
         return None
-    if not np.isfinite(boxes).all() or boxes.min() < -BOX_TOLERANCE or boxes.max() > 1 + BOX_TOLERANCE or (boxes[:, 2:] < boxes[:, :2]).any():
+    if (
+        not np.isfinite(boxes).all()
+        or boxes.min() < -BOX_TOLERANCE
+        or boxes.max() > 1 + BOX_TOLERANCE
+        or (boxes[:, 2:] < boxes[:, :2]).any()
+    ):
         bad.skip(where, "box outside the image")
         return None
     if cls is not None and (np.asarray(cls).shape[0] != len(feats) or not np.isfinite(cls).all()):
@@ -87,7 +94,18 @@ def _b64(field: str, rows: int) -> np.ndarray:
 BUTD_FIELDS = {
     6: ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features"),
     7: ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features", "cls_prob"),
-    10: ("image_id", "image_h", "image_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf", "num_boxes", "boxes", "features"),
+    10: (
+        "image_id",
+        "image_h",
+        "image_w",
+        "objects_id",
+        "objects_conf",
+        "attrs_id",
+        "attrs_conf",
+        "num_boxes",
+        "boxes",
+        "features",
+    ),
 }
 
 
@@ -127,7 +145,11 @@ def _from_arrays(where: str, key, d, bad: BadRecords, width: FeatureWidth) -> Re
     if feats is None or boxes is None:
         bad.skip(where, f"no features ({'/'.join(FEAT_NAMES)}) or boxes ({'/'.join(BOX_NAMES)}) array")
         return None
-    size = (float(np.asarray(d["image_w"])), float(np.asarray(d["image_h"]))) if "image_w" in d and "image_h" in d else None
+    size = (
+        (float(np.asarray(d["image_w"])), float(np.asarray(d["image_h"])))
+        if "image_w" in d and "image_h" in d
+        else None
+    )
     return validate(where, key, feats, boxes, size, _first(d, CLS_NAMES), bad, width)
 
 

@@ -62,7 +62,9 @@ def import_dataset(
     annotations = _exists(Path(annotations), "--annotations")
     if features is None:
         if fmt != "webdataset":
-            raise ConfigError(f"--features is required for --format {fmt} (region features: {', '.join(FEATURE_READERS)})")
+            raise ConfigError(
+                f"--features is required for --format {fmt} (region features: {', '.join(FEATURE_READERS)})"
+            )
         features = annotations
     features = _exists(Path(features), "--features")
     ffmt = features_format or feature_format(features)
@@ -105,7 +107,9 @@ def import_dataset(
                 meta = {"style": fmt, "source": {"annotations": str(annotations), "features": str(features)}}
                 writer = StoreWriter(out, r.feats.shape[1], n_classes, meta=meta)
             if writer.n_classes and r.cls is not None and r.cls.shape[1] != writer.n_classes:
-                raise DataError(f"{features}: image {r.key} has {r.cls.shape[1]} class scores, earlier images {writer.n_classes}")
+                raise DataError(
+                    f"{features}: image {r.key} has {r.cls.shape[1]} class scores, earlier images {writer.n_classes}"
+                )
             split_name, texts = captions[r.key]
             idx = writer.add_image(r.feats, r.boxes, r.cls, split=split_name, key=r.key)
             for t in texts:
@@ -159,15 +163,23 @@ def import_captions(
     for c in CAPTION_READERS[fmt](annotations, bad):
         images = images_of.get(c.key, [])
         if len(images) != 1:
-            bad.bad.append((f"image {c.key}", f"{len(images)} images of {store.path} have this key" if images
-                            else f"no image of {store.path} has this key"))
+            bad.bad.append(
+                (
+                    f"image {c.key}",
+                    f"{len(images)} images of {store.path} have this key"
+                    if images
+                    else f"no image of {store.path} has this key",
+                )
+            )
             continue
         pairs.append((images[0], c.text))
         added += 1
     bad.check()
     if not added:
-        raise DataError(f"no caption of {annotations} names an image of {store.path}: caption keys are matched by file "
-                        f"stem; the store's keys look like {store.image_keys[:3]}")
+        raise DataError(
+            f"no caption of {annotations} names an image of {store.path}: caption keys are matched by file "
+            f"stem; the store's keys look like {store.image_keys[:3]}"
+        )
     data = [text.encode("utf-8") for _, text in pairs]
     arrays = {
         "captions.utf8": np.frombuffer(b"".join(data), dtype=np.uint8),
@@ -175,7 +187,15 @@ def import_captions(
         "caption_image.i64": np.array([i for i, _ in pairs], dtype="<i8"),
     }
     without = store.n_images - len({i for i, _ in pairs})
-    report = {"format": fmt, "annotations": str(annotations), "mode": "add" if add else "replace", "added": added,
-              "images_without_captions": without, "captions": bad.summary()}
-    target, copied = rewrite_store(store, arrays, {**store.meta, "n_captions": len(pairs), "captions_import": report}, out)
+    report = {
+        "format": fmt,
+        "annotations": str(annotations),
+        "mode": "add" if add else "replace",
+        "added": added,
+        "images_without_captions": without,
+        "captions": bad.summary(),
+    }
+    target, copied = rewrite_store(
+        store, arrays, {**store.meta, "n_captions": len(pairs), "captions_import": report}, out
+    )
     return {"out": str(target), **report, "n_captions": len(pairs), "copied_files": copied}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,10 +40,17 @@ def mixture_probs(sizes: Sequence[int], sampling: str, weights: Sequence[float] 
 class _Batches(torch.utils.data.Dataset):
     """Map-style dataset whose item ``k`` is this rank's collated batch ``k`` (runs in DataLoader workers)."""
 
-    def __init__(self, stores, probs, seed, batch_size, rank, world_size, max_text_len, max_regions, with_pixels, vocab_path):
+    def __init__(
+        self, stores, probs, seed, batch_size, rank, world_size, max_text_len, max_regions, with_pixels, vocab_path
+    ):
         self.stores, self.probs, self.seed = stores, probs, seed
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.max_text_len, self.max_regions, self.with_pixels, self.vocab_path = max_text_len, max_regions, with_pixels, vocab_path
+        self.max_text_len, self.max_regions, self.with_pixels, self.vocab_path = (
+            max_text_len,
+            max_regions,
+            with_pixels,
+            vocab_path,
+        )
         self.with_cls = all(s.has_classes for s in stores)
         self.sizes = np.array([len(s) for s in stores])
         self._tokenizer = None  # loaded on first use in each process
@@ -83,13 +90,15 @@ class TrainLoader:
     """Infinite iterator of micro-batches. ``batch_index`` is the next batch to yield (save it to resume),
     ``counts[d]`` the samples drawn from dataset ``d`` so far (``names[d]`` is its path)."""
 
-    def __init__(self, dataset: _Batches, start_batch: int, num_workers: int, names: list[str], pin_memory: bool = False):
+    def __init__(
+        self, dataset: _Batches, start_batch: int, num_workers: int, names: list[str], pin_memory: bool = False
+    ):
         self.dataset, self.num_workers, self.names, self.pin_memory = dataset, num_workers, names, pin_memory
         self.batch_index = start_batch
         self.counts = [0] * len(names)
         self._it = None
 
-    def __iter__(self) -> "TrainLoader":
+    def __iter__(self) -> TrainLoader:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
@@ -138,13 +147,21 @@ def build_train_loader(
     if not stores:
         raise ConfigError("no dataset given: pass at least one store (data_dirs)")
     if batch_size < 1 or not 0 <= rank < world_size or start_batch < 0:
-        raise ConfigError(f"batch_size={batch_size}, rank={rank}, world_size={world_size}, start_batch={start_batch}: invalid")
+        raise ConfigError(
+            f"batch_size={batch_size}, rank={rank}, world_size={world_size}, start_batch={start_batch}: invalid"
+        )
     dims = {s.meta["feat_dim"] for s in stores}
     if len(dims) > 1:
-        raise DataError("the mixture's stores have different feature widths: " + ", ".join(f"{s.path} ({s.meta['feat_dim']})" for s in stores))
+        raise DataError(
+            "the mixture's stores have different feature widths: "
+            + ", ".join(f"{s.path} ({s.meta['feat_dim']})" for s in stores)
+        )
     classes = {s.meta["n_classes"] for s in stores if s.has_classes}
     if len(classes) > 1:
-        raise DataError("the mixture's stores have different class counts: " + ", ".join(f"{s.path} ({s.meta['n_classes']})" for s in stores))
+        raise DataError(
+            "the mixture's stores have different class counts: "
+            + ", ".join(f"{s.path} ({s.meta['n_classes']})" for s in stores)
+        )
     without = [s.path for s in stores if not s.has_pixels]
     if with_pixels and without:
         raise no_pixels_error(", ".join(map(str, without)))
@@ -153,5 +170,7 @@ def build_train_loader(
         raise DataError(f"no (image, caption) pairs in {', '.join(empty)}")
     get_tokenizer(vocab_path)  # fail early on a bad vocabulary
     probs = mixture_probs([len(s) for s in stores], sampling, weights)
-    dataset = _Batches(stores, probs, seed, batch_size, rank, world_size, max_text_len, max_regions, with_pixels, vocab_path)
+    dataset = _Batches(
+        stores, probs, seed, batch_size, rank, world_size, max_text_len, max_regions, with_pixels, vocab_path
+    )
     return TrainLoader(dataset, start_batch, num_workers, [str(s.path) for s in stores], pin_memory)

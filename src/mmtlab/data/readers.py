@@ -12,9 +12,9 @@ import io
 import json
 import re
 import tarfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..config import ConfigError
 from .store import DataError
@@ -42,7 +42,9 @@ class Caption:
 class BadRecords:
     """Skip-and-count accounting of malformed records of one source file."""
 
-    def __init__(self, source: str | Path, max_fraction: float = 0.01, show: int = 5, what: str = "records are malformed"):
+    def __init__(
+        self, source: str | Path, max_fraction: float = 0.01, show: int = 5, what: str = "records are malformed"
+    ):
         if not 0.0 <= max_fraction <= 1.0:
             raise ConfigError(f"--max-bad-fraction {max_fraction}: must be in [0, 1]")
         self.source, self.max_fraction, self.show, self.what = str(source), max_fraction, show, what
@@ -69,7 +71,12 @@ class BadRecords:
             )
 
     def summary(self) -> dict:
-        return {"source": self.source, "records": self.total, "skipped": len(self.bad), "first_skipped": [f"{w}: {r}" for w, r in self.bad[: self.show]]}
+        return {
+            "source": self.source,
+            "records": self.total,
+            "skipped": len(self.bad),
+            "first_skipped": [f"{w}: {r}" for w, r in self.bad[: self.show]],
+        }
 
 
 def _load_json(path: Path):
@@ -206,7 +213,9 @@ def read_csv(path: Path, bad: BadRecords) -> Iterator[Caption]:
         reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         fields = reader.fieldnames or []
         if not any(n in fields for n in IMAGE_FIELDS) or not any(n in fields for n in CAPTION_FIELDS):
-            raise DataError(f"{path}: CSV header {fields} lacks an image column ({', '.join(IMAGE_FIELDS)}) or a caption column ({', '.join(CAPTION_FIELDS)})")
+            raise DataError(
+                f"{path}: CSV header {fields} lacks an image column ({', '.join(IMAGE_FIELDS)}) or a caption column ({', '.join(CAPTION_FIELDS)})"
+            )
         for rec in reader:
             where = f"line {reader.line_num}"
             if None in rec:  # more fields than the header

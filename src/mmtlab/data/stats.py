@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -69,8 +69,14 @@ def store_stats(store: Store, reference: list[str] | None = None, max_captions: 
         "feat_dim": store.meta["feat_dim"],
         "n_classes": store.meta.get("n_classes"),
         "pixels": store.meta.get("pixels_shape"),
-        "captions_per_image": {"mean": float(per_image.mean()), "min": int(per_image.min()), "max": int(per_image.max())},
-        "caption_words": {q: float(np.percentile(lengths, p)) for q, p in (("p10", 10), ("median", 50), ("p90", 90), ("max", 100))}
+        "captions_per_image": {
+            "mean": float(per_image.mean()),
+            "min": int(per_image.min()),
+            "max": int(per_image.max()),
+        },
+        "caption_words": {
+            q: float(np.percentile(lengths, p)) for q, p in (("p10", 10), ("median", 50), ("p90", 90), ("max", 100))
+        }
         | {"mean": float(lengths.mean())},
         "regions_per_image": {"mean": float(regions.mean()), "max": int(regions.max())},
         "vocabulary": len({w for c in caps for w in words(c)}),

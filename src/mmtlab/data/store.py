@@ -34,8 +34,9 @@ import os
 import random
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -107,11 +108,15 @@ class StoreWriter:
         feats = np.asarray(feats)
         boxes = np.asarray(boxes, dtype=np.float32)
         if feats.ndim != 2 or feats.shape[1] != self.feat_dim:
-            raise DataError(f"image {key or self.n_images}: features of shape {feats.shape}; this store has feat_dim={self.feat_dim}")
+            raise DataError(
+                f"image {key or self.n_images}: features of shape {feats.shape}; this store has feat_dim={self.feat_dim}"
+            )
         if not np.isfinite(feats).all():
             raise DataError(f"image {key or self.n_images}: non-finite feature values")
         if boxes.ndim != 2 or boxes.shape[0] != feats.shape[0] or boxes.shape[1] not in (4, BOX_DIM):
-            raise DataError(f"image {key or self.n_images}: boxes of shape {boxes.shape}; expected ({feats.shape[0]}, 4 or 5)")
+            raise DataError(
+                f"image {key or self.n_images}: boxes of shape {boxes.shape}; expected ({feats.shape[0]}, 4 or 5)"
+            )
         if boxes.shape[1] == 4:
             boxes = box_area(boxes)
         self._files["feats.f16"].write(feats.astype("<f2").tobytes())
@@ -119,12 +124,16 @@ class StoreWriter:
         if self.n_classes:
             cls = np.asarray(cls if cls is not None else np.full((len(feats), self.n_classes), 1.0 / self.n_classes))
             if cls.shape != (len(feats), self.n_classes):
-                raise DataError(f"image {key or self.n_images}: class scores of shape {cls.shape}; expected ({len(feats)}, {self.n_classes})")
+                raise DataError(
+                    f"image {key or self.n_images}: class scores of shape {cls.shape}; expected ({len(feats)}, {self.n_classes})"
+                )
             self._files["cls.f16"].write(cls.astype("<f2").tobytes())
         if self.pixels_shape:
             pixels = np.asarray(pixels)
             if pixels.shape != self.pixels_shape or pixels.dtype != np.uint8:
-                raise DataError(f"image {key or self.n_images}: pixels {pixels.shape} {pixels.dtype}; expected {self.pixels_shape} uint8")
+                raise DataError(
+                    f"image {key or self.n_images}: pixels {pixels.shape} {pixels.dtype}; expected {self.pixels_shape} uint8"
+                )
             self._files["pixels.u8"].write(pixels.tobytes())
         split_id = self._splits.setdefault(split, len(self._splits))
         if split_id > 255:
@@ -185,7 +194,7 @@ class StoreWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.closed = True
 
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -226,7 +235,9 @@ def check_store_target(out_dir: Path) -> None:
     if not names:
         return
     if not _is_store_meta(out_dir / "meta.json"):
-        raise DataError(f"{out_dir}: exists and is not an mmtlab store (holds {', '.join(names[:3])}); choose another --out")
+        raise DataError(
+            f"{out_dir}: exists and is not an mmtlab store (holds {', '.join(names[:3])}); choose another --out"
+        )
     foreign = [n for n in names if n not in STORE_FILES]
     if foreign:
         raise DataError(
@@ -269,7 +280,7 @@ def _alive(pid: int) -> bool:
 class _Captions:
     """Lazy sequence of caption strings of a store (view)."""
 
-    def __init__(self, store: "Store"):
+    def __init__(self, store: Store):
         self._store = store
 
     def __len__(self) -> int:
@@ -348,7 +359,13 @@ class Store:
         if self._image_ids is None:
             return dict(self._meta)
         n = len(self._image_ids)
-        return {**self._meta, "n_images": n, "n_captions": len(self), "split": self._split_name, "splits": {self._split_name: n}}
+        return {
+            **self._meta,
+            "n_images": n,
+            "n_captions": len(self),
+            "split": self._split_name,
+            "splits": {self._split_name: n},
+        }
 
     @property
     def n_images(self) -> int:
@@ -359,7 +376,9 @@ class Store:
 
     def __repr__(self) -> str:
         m = self.meta
-        return f"Store({str(self.path)!r}, style={m.get('style')!r}, images={m['n_images']}, captions={m['n_captions']})"
+        return (
+            f"Store({str(self.path)!r}, style={m.get('style')!r}, images={m['n_images']}, captions={m['n_captions']})"
+        )
 
     @property
     def captions(self) -> _Captions:
@@ -413,7 +432,7 @@ class Store:
         g = self.global_image(i)
         return int(off[g + 1] - off[g])
 
-    def sample_images(self, n: int, seed: int = 0) -> "Store":
+    def sample_images(self, n: int, seed: int = 0) -> Store:
         """A view of ``n`` of this view's images drawn with ``seed`` (:func:`seeded_sample`) and all their
         captions; the view itself when it holds ``n`` images or fewer."""
         if n < 1:
@@ -427,7 +446,7 @@ class Store:
         caps = pool[np.isin(cap_img[pool], ids)].astype(np.int64)
         return Store(self.path, self._meta, ids, caps, split_name=self._split_name)
 
-    def split(self, name: str) -> "Store":
+    def split(self, name: str) -> Store:
         """A view holding the images of split ``name`` and their captions."""
         names = self._meta.get("split_names", [])
         if name not in names:
@@ -447,9 +466,13 @@ def open_store(path: str | Path) -> Store:
     path = Path(path)
     meta_file = path / "meta.json"
     if not path.is_dir():
-        raise DataError(f"{path}: no such dataset directory (create one with `mmtlab data synth` or `mmtlab data import`)")
+        raise DataError(
+            f"{path}: no such dataset directory (create one with `mmtlab data synth` or `mmtlab data import`)"
+        )
     if not meta_file.is_file():
-        raise DataError(f"{path}: not an mmtlab store (no meta.json); create one with `mmtlab data synth` or `mmtlab data import`")
+        raise DataError(
+            f"{path}: not an mmtlab store (no meta.json); create one with `mmtlab data synth` or `mmtlab data import`"
+        )
     try:
         meta = json.loads(meta_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -470,7 +493,10 @@ def _check_indices(store: Store) -> None:
     """Refuse a store whose index arrays point outside its data (a damaged or hand-edited store): checked once
     at open, memory-mapped, so that training and evaluation never index out of range mid-run."""
     m = store._meta
-    ends = {"region_offsets.i64": (m["n_regions"], "regions"), "caption_offsets.i64": (len(store._arr("captions.utf8")), "caption bytes")}
+    ends = {
+        "region_offsets.i64": (m["n_regions"], "regions"),
+        "caption_offsets.i64": (len(store._arr("captions.utf8")), "caption bytes"),
+    }
     for name, (end, what) in ends.items():
         off = store._arr(name)
         if off[0] != 0 or off[-1] != end or bool((off[1:] < off[:-1]).any()):
@@ -478,7 +504,10 @@ def _check_indices(store: Store) -> None:
                 f"{store.path / name}: offsets do not rise from 0 to the {end} {what} of the store; "
                 "the store is damaged, write it again"
             )
-    for name, limit, what in (("caption_image.i64", m["n_images"], "images"), ("image_split.u8", len(m["split_names"]), "split names")):
+    for name, limit, what in (
+        ("caption_image.i64", m["n_images"], "images"),
+        ("image_split.u8", len(m["split_names"]), "split names"),
+    ):
         index = store._arr(name)
         if len(index) and (int(index.min()) < 0 or int(index.max()) >= limit):
             bad = int(np.flatnonzero((index < 0) | (index >= limit))[0])
@@ -503,8 +532,13 @@ def no_pixels_error(path: str | Path) -> DataError:
     )
 
 
-def split_store(path: str | Path, test_fraction: float = 0.2, seed: int = 0, names: tuple[str, str] = ("train", "test"),
-                out: str | Path | None = None) -> dict:
+def split_store(
+    path: str | Path,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    names: tuple[str, str] = ("train", "test"),
+    out: str | Path | None = None,
+) -> dict:
     """Relabel every image of the store ``path`` into a seeded train/test split, by image (an image and all its
     captions land on one side), without copying features (:func:`rewrite_store`: only ``image_split.u8`` and
     ``meta.json`` are new), in place or into ``out``. Returns a summary."""
@@ -512,8 +546,10 @@ def split_store(path: str | Path, test_fraction: float = 0.2, seed: int = 0, nam
     n = store.n_images
     n_test = round(test_fraction * n)
     if not 0.0 < test_fraction < 1.0 or not 0 < n_test < n:
-        raise DataError(f"{store.path}: --test-fraction {test_fraction} of {n} images leaves no train or no test image; "
-                        "give a fraction in (0, 1) that leaves at least one image on each side")
+        raise DataError(
+            f"{store.path}: --test-fraction {test_fraction} of {n} images leaves no train or no test image; "
+            "give a fraction in (0, 1) that leaves at least one image on each side"
+        )
     if len(set(names)) != 2 or not all(names):
         raise DataError(f"split names {names}: need two different, non-empty names")
     split = np.zeros(n, dtype=np.uint8)
@@ -523,11 +559,18 @@ def split_store(path: str | Path, test_fraction: float = 0.2, seed: int = 0, nam
     meta = {**store.meta, "split_names": list(names), "splits": counts, "resplit": report}
     target, copied = rewrite_store(store, {"image_split.u8": split}, meta, out)
     captions = np.bincount(split[np.asarray(store._arr("caption_image.i64"))], minlength=2)
-    return {"out": str(target), "images": counts, "captions": {names[0]: int(captions[0]), names[1]: int(captions[1])},
-            "seed": seed, "copied_files": copied}
+    return {
+        "out": str(target),
+        "images": counts,
+        "captions": {names[0]: int(captions[0]), names[1]: int(captions[1])},
+        "seed": seed,
+        "copied_files": copied,
+    }
 
 
-def rewrite_store(store: Store, arrays: dict[str, np.ndarray], meta: dict, out: str | Path | None = None) -> tuple[Path, list[str]]:
+def rewrite_store(
+    store: Store, arrays: dict[str, np.ndarray], meta: dict, out: str | Path | None = None
+) -> tuple[Path, list[str]]:
     """Write ``store`` again with the files ``arrays`` (name -> array, written raw) and ``meta`` replaced and
     every other file a hard link to the old one (a copy only where the file system cannot link): features are
     never copied. The new store is built in a hidden sibling of ``out`` (default: the store itself), checked by

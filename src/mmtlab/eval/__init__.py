@@ -1,5 +1,5 @@
-"""Zero-shot (and fine-tuned) image-text retrieval: metrics, scorers, ``mmtlab eval retrieval``,
-``mmtlab finetune retrieval``.
+"""Zero-shot (and fine-tuned) image-text retrieval: metrics, scorers, ``mmtlab eval retrieval`` (fine-tuning is
+training: :mod:`mmtlab.train.finetune`).
 
 Names load on first use, so ``mmtlab --help`` imports no torch and ``mmtlab.eval.metrics`` (torch only) needs
 neither the data layer nor the trainer, which :func:`evaluate_retrieval` and :func:`evaluate_run` use.
@@ -13,7 +13,6 @@ _LAZY = {
     "evaluate_retrieval": "retrieval",
     "evaluate_run": "retrieval",
     "check_scorer": "retrieval",
-    "finetune_retrieval": "finetune",
 }
 
 

@@ -1,4 +1,4 @@
-"""``mmtlab eval retrieval`` and ``mmtlab finetune retrieval`` (torch is imported inside the commands)."""
+"""``mmtlab eval retrieval`` (torch is imported inside the command; ``mmtlab finetune`` is training: :mod:`mmtlab.train.cli`)."""
 
 from __future__ import annotations
 
@@ -21,59 +21,59 @@ ITM match probability (scorer exhaustive; a dual-encoder run such as preset base
 similarity, scorer dual). Score chunks are kept in OUT.scores/; rerunning an interrupted
 evaluation resumes there (--fresh starts over)."""
 
-FINETUNE_EXAMPLE = """examples:
-  mmtlab data synth --style flickr --split train --seed 1 --out data/flickr-train
-  mmtlab finetune retrieval --run runs/merged --data data/flickr-train --out runs/merged-ft train.steps=300
-  mmtlab eval retrieval --run runs/merged-ft --data data/flickr --out runs/merged-ft/flickr.json   # "fine-tuned"
-  mmtlab finetune retrieval --resume runs/merged-ft                                                # continue"""
-
 
 def register(subparsers) -> None:
-    """Add ``mmtlab eval`` and ``mmtlab finetune`` to the ``mmtlab`` parser."""
+    """Add ``mmtlab eval`` to the ``mmtlab`` parser."""
     fmt = argparse.RawDescriptionHelpFormatter
     ev = subparsers.add_parser("eval", help="evaluate a run (zero-shot retrieval)")
     ev_sub = ev.add_subparsers(dest="eval_command", metavar="TASK", required=True)
-    p = ev_sub.add_parser("retrieval", help="image-text retrieval: R@1/5/10, median and mean rank", epilog=EVAL_EXAMPLE,
-                          formatter_class=fmt)
+    p = ev_sub.add_parser(
+        "retrieval",
+        help="image-text retrieval: R@1/5/10, median and mean rank",
+        epilog=EVAL_EXAMPLE,
+        formatter_class=fmt,
+    )
     p.add_argument("--run", required=True, metavar="RUN", help="a finished run directory (mmtlab train / finetune)")
     p.add_argument("--data", required=True, metavar="DIR", help="an mmtlab store (e.g. a synthetic flickr test set)")
-    p.add_argument("--split", default=None, help="split of the store to evaluate (default: the store's only split, "
-                   "else test)")
+    p.add_argument(
+        "--split", default=None, help="split of the store to evaluate (default: the store's only split, else test)"
+    )
     p.add_argument("--max-images", type=int, default=None, metavar="N",
                    help="a quick number: N images of the split drawn with --seed, with all their captions (recorded "
-                   "in the results as subsample)")
+                   "in the results as subsample)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the --max-images draw (default 0)")
-    p.add_argument("--scorer", default=None, choices=("exhaustive", "rerank", "dual"),
-                   help="exhaustive: every pair through the ITM head (the paper's protocol); rerank: shortlist by "
-                        "embeddings, ITM on the top k; dual: embedding cosine only (default: exhaustive, or dual for "
-                        "a run that trained no ITM head, e.g. preset baseline)")
+    p.add_argument(
+        "--scorer",
+        default=None,
+        choices=("exhaustive", "rerank", "dual"),
+        help="exhaustive: every pair through the ITM head (the paper's protocol); rerank: shortlist by "
+        "embeddings, ITM on the top k; dual: embedding cosine only (default: exhaustive, or dual for "
+        "a run that trained no ITM head, e.g. preset baseline)",
+    )
     p.add_argument("--k", type=int, default=128, help="rerank: shortlist size per query (default 128)")
-    p.add_argument("--shortlist", default=None, metavar="RUN2",
-                   help="rerank: a dual-encoder run (e.g. preset baseline) whose embeddings make the shortlist")
-    p.add_argument("--batch-size", type=int, default=None, help="pairs per forward pass (default 4096 on GPU, 512 on CPU)")
+    p.add_argument(
+        "--shortlist",
+        default=None,
+        metavar="RUN2",
+        help="rerank: a dual-encoder run (e.g. preset baseline) whose embeddings make the shortlist",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="pairs per forward pass (default 4096 on GPU, 512 on CPU)"
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the per-pair layers with weights frozen (~1.2x faster per pair after ~25 s of "
-                        "compiling: for long evaluations)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the per-pair layers with weights frozen (~1.2x faster per pair after ~25 s of "
+        "compiling: for long evaluations)",
+    )
     p.add_argument("--fresh", action="store_true", help="delete OUT.scores/ from an earlier evaluation first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, metavar="FILE", help="results JSON (fields: docs/design.md, 'Results files')")
+    p.add_argument(
+        "--out", required=True, metavar="FILE", help="results JSON (fields: docs/design.md, 'Results files')"
+    )
     add_threads_option(p)
     p.set_defaults(func=_cmd_eval_retrieval)
-
-    ft = subparsers.add_parser("finetune", help="fine-tune a run for a task (the paper's -ft models)")
-    ft_sub = ft.add_subparsers(dest="finetune_command", metavar="TASK", required=True)
-    p = ft_sub.add_parser("retrieval", help="ITM fine-tuning with in-batch hard negatives", epilog=FINETUNE_EXAMPLE,
-                          formatter_class=fmt)
-    p.add_argument("--run", default=None, metavar="RUN", help="the pretrained run to start from")
-    p.add_argument("--data", default=None, metavar="DIR", help="a store holding only the training split")
-    p.add_argument("--split", default="train", help="the split name the store must hold (default train)")
-    p.add_argument("--out", default=None, metavar="RUN2", help="the new (fine-tuned) run directory")
-    p.add_argument("--resume", default=None, metavar="RUN2", help="continue an interrupted fine-tuning run")
-    add_threads_option(p)
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="train settings, e.g. train.steps=300 train.lr=5e-5 train.batch_size=32")
-    p.set_defaults(func=_cmd_finetune_retrieval)
 
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
@@ -100,22 +100,4 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print(results_table(result))
         print(f"wrote {args.out}")
-    return 0
-
-
-def _cmd_finetune_retrieval(args: argparse.Namespace) -> int:
-    from ..config import ConfigError, parse_overrides
-    from .finetune import finetune_retrieval
-
-    overrides = parse_overrides(args.overrides)
-    if args.resume:
-        if args.run or args.data or (args.out and Path(args.out) != Path(args.resume)):
-            raise ConfigError("--resume RUN2 continues that fine-tuning run with its own settings; drop --run/--data/--out")
-        out = finetune_retrieval(None, None, args.resume, overrides=overrides, resume=True)
-    else:
-        missing = [f for f, v in (("--run", args.run), ("--data", args.data), ("--out", args.out)) if not v]
-        if missing:
-            raise ConfigError(f"give {', '.join(missing)} (or --resume RUN2)")
-        out = finetune_retrieval(args.run, args.data, args.out, split=args.split, overrides=overrides)
-    print(f"finished: {Path(out) / 'model.safetensors'}  (evaluate with `mmtlab eval retrieval --run {out} ...`)")
     return 0

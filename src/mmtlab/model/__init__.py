@@ -30,4 +30,12 @@ def build_from_config(config: ModelConfig) -> MultimodalTransformer:
     return model
 
 
-__all__ = ["build_model", "build_from_config", "MultimodalTransformer", "validate_batch", "block_mask", "BLOCKS", "compile_fn"]
+__all__ = [
+    "build_model",
+    "build_from_config",
+    "MultimodalTransformer",
+    "validate_batch",
+    "block_mask",
+    "BLOCKS",
+    "compile_fn",
+]

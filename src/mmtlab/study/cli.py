@@ -57,21 +57,33 @@ def default_jobs(jobs: int | None, torchrun: int = 0) -> int:
 
 
 def _add_jobs_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="cells trained and evaluated at once, each in its own process (default: one per available "
-                        "core; 1 = in this process)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cells trained and evaluated at once, each in its own process (default: one per available "
+        "core; 1 = in this process)",
+    )
     add_threads_option(p, "each job (default with --jobs: the available cores shared out between the jobs)")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("study", help="run a grid over data x attention x loss, or regenerate its report")
-    p.add_argument("target", nargs="*", metavar="NAME | report DIR", help="a shipped study (paper-small, paper) or `report DIR`")
-    p.add_argument("--grid", help="a grid YAML file instead of a shipped study: the flat form `data: [coco, cc]`, "
-                                  "`attention: [merged, single-modality]`, `loss: [itm+mlm]` (cross product), or "
-                                  "comparisons as in the shipped grids (format: mmtlab/study/grid.py)")
+    p.add_argument(
+        "target", nargs="*", metavar="NAME | report DIR", help="a shipped study (paper-small, paper) or `report DIR`"
+    )
+    p.add_argument(
+        "--grid",
+        help="a grid YAML file instead of a shipped study: the flat form `data: [coco, cc]`, "
+        "`attention: [merged, single-modality]`, `loss: [itm+mlm]` (cross product), or "
+        "comparisons as in the shipped grids (format: mmtlab/study/grid.py)",
+    )
     p.add_argument("--out", help="study directory (finished cells are skipped on re-run)")
     p.add_argument("--seeds", help="comma-separated seeds, overriding the grid's (e.g. 0,1,2)")
-    p.add_argument("--torchrun", type=int, default=0, metavar="N", help="train each cell as a torchrun job on N processes")
+    p.add_argument(
+        "--torchrun", type=int, default=0, metavar="N", help="train each cell as a torchrun job on N processes"
+    )
     _add_jobs_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_study)

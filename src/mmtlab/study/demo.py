@@ -10,8 +10,9 @@ from .grid import load_grid
 from .runner import run_study
 
 
-def run_demo(out: str | Path = "demo-out", quick: bool = False, progress: bool = True, jobs: int = 2,
-             threads: int | None = None) -> Path:
+def run_demo(
+    out: str | Path = "demo-out", quick: bool = False, progress: bool = True, jobs: int = 2, threads: int | None = None
+) -> Path:
     """Run the ``demo`` (or ``demo-quick``) grid into ``out``, its runs in up to ``jobs`` processes at once
     (:func:`~mmtlab.study.runner.run_study`); returns the report path."""
     out = Path(out)

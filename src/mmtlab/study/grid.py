@@ -51,7 +51,14 @@ from ..config import ConfigError, parse_yaml
 from ..presets import list_loss_sets, list_presets, preset_info
 
 AXES = ("data", "preset", "loss")
-FLAT_KEYS = {"data": "data", "attention": "preset", "preset": "preset", "presets": "preset", "loss": "loss", "losses": "loss"}
+FLAT_KEYS = {
+    "data": "data",
+    "attention": "preset",
+    "preset": "preset",
+    "presets": "preset",
+    "loss": "loss",
+    "losses": "loss",
+}
 FLAT_EVAL = ("flickr-test", {"style": "flickr", "n": 100})  # the flat form's default test set (chance R@1 1%)
 CLAIM_KINDS = ("better", "not_better")
 
@@ -129,7 +136,11 @@ def _check_dataset(name: str, spec: Any, names: list[str]) -> dict[str, Any]:
     kinds = [k for k in ("style", "mix", "dir") if k in spec]
     if len(kinds) != 1:
         raise ConfigError(f"grid: datasets.{name} needs exactly one of style / mix / dir, got {sorted(spec)}")
-    allowed = {"style": {"style", "n", "noise", "seed", "split", "regions"}, "mix": {"mix", "sampling", "weights"}, "dir": {"dir", "split"}}[kinds[0]]
+    allowed = {
+        "style": {"style", "n", "noise", "seed", "split", "regions"},
+        "mix": {"mix", "sampling", "weights"},
+        "dir": {"dir", "split"},
+    }[kinds[0]]
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ConfigError(f"grid: datasets.{name}: unknown key(s) {unknown}; valid: {', '.join(sorted(allowed))}")
@@ -138,7 +149,9 @@ def _check_dataset(name: str, spec: Any, names: list[str]) -> dict[str, Any]:
     if "mix" in spec:
         for member in spec["mix"]:
             if member not in names:
-                raise ConfigError(f"grid: datasets.{name}: unknown dataset {member!r} in mix; {_names('datasets', names)}")
+                raise ConfigError(
+                    f"grid: datasets.{name}: unknown dataset {member!r} in mix; {_names('datasets', names)}"
+                )
         if spec.get("sampling", "instance") not in ("instance", "dataset"):
             raise ConfigError(f"grid: datasets.{name}: sampling {spec['sampling']!r}; valid: instance, dataset")
     return dict(spec)
@@ -182,8 +195,10 @@ def parse_grid(raw: dict[str, Any]) -> Grid:
     known = {"name", "scale", "seeds", "overrides", "eval", "datasets", "comparisons", "claims", "description"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"grid: unknown key(s) {unknown}; valid keys: {', '.join(sorted(known))} "
-                          f"(or the flat form's {', '.join(FLAT_KEYS)})")
+        raise ConfigError(
+            f"grid: unknown key(s) {unknown}; valid keys: {', '.join(sorted(known))} "
+            f"(or the flat form's {', '.join(FLAT_KEYS)})"
+        )
     scale = raw.get("scale", "tiny")
     if scale not in ("paper", "tiny"):
         raise ConfigError(f"grid: scale {scale!r}; valid scales: paper, tiny")
@@ -195,7 +210,9 @@ def parse_grid(raw: dict[str, Any]) -> Grid:
             raise ConfigError(f"grid: datasets.{n}: a mixture cannot contain another mixture")
     ev = dict(raw.get("eval") or {})
     if ev.get("data") not in datasets or "mix" in datasets.get(ev.get("data"), {}):
-        raise ConfigError(f"grid: eval.data {ev.get('data')!r} must name a (non-mixture) dataset; {_names('datasets', names)}")
+        raise ConfigError(
+            f"grid: eval.data {ev.get('data')!r} must name a (non-mixture) dataset; {_names('datasets', names)}"
+        )
     ev.setdefault("scorer", "exhaustive")
     ev.setdefault("split", "test")
     presets, losses = list_presets(), list_loss_sets()
@@ -224,7 +241,9 @@ def parse_grid(raw: dict[str, Any]) -> Grid:
                 raise ConfigError(f"grid: comparisons.{cname}: unknown preset {p!r}; {_names('presets', presets)}")
             loss = preset_info(p)["loss"] if lo == "default" else lo
             if loss not in losses:
-                raise ConfigError(f"grid: comparisons.{cname}: unknown loss set {lo!r}; {_names('loss sets', ['default', *losses])}")
+                raise ConfigError(
+                    f"grid: comparisons.{cname}: unknown loss set {lo!r}; {_names('loss sets', ['default', *losses])}"
+                )
             cells += [Cell(d, p, loss, s) for s in seeds]
         if not cells:
             raise ConfigError(f"grid: comparisons.{cname} has no cells")
@@ -241,10 +260,14 @@ def parse_grid(raw: dict[str, Any]) -> Grid:
         for side in ("better", "worse"):
             sel = c.get(side) or {}
             if sel.get("comparison") not in comp_names:
-                raise ConfigError(f"grid: claims[{i}].{side}.comparison {sel.get('comparison')!r}; {_names('comparisons', comp_names)}")
+                raise ConfigError(
+                    f"grid: claims[{i}].{side}.comparison {sel.get('comparison')!r}; {_names('comparisons', comp_names)}"
+                )
             bad = sorted(set(sel) - {"comparison", *AXES})
             if bad:
-                raise ConfigError(f"grid: claims[{i}].{side}: unknown key(s) {bad}; valid: comparison, {', '.join(AXES)}")
+                raise ConfigError(
+                    f"grid: claims[{i}].{side}: unknown key(s) {bad}; valid: comparison, {', '.join(AXES)}"
+                )
         claims.append(Claim(str(c.get("text", f"claim {i}")), kind, dict(c["better"]), dict(c["worse"])))
     return Grid(
         name=str(raw.get("name", "study")), scale=scale, seeds=seeds, overrides=dict(raw.get("overrides") or {}),
@@ -253,7 +276,11 @@ def parse_grid(raw: dict[str, Any]) -> Grid:
 
 
 def shipped_grids() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files(__package__).joinpath("grids").iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml")
+        for p in resources.files(__package__).joinpath("grids").iterdir()
+        if p.name.endswith(".yaml")
+    )
 
 
 def load_grid(name_or_path: str | Path, seeds: list[int] | None = None) -> Grid:
@@ -265,8 +292,13 @@ def load_grid(name_or_path: str | Path, seeds: list[int] | None = None) -> Grid:
         text, source = path.read_text(), path
     else:
         if str(name_or_path) not in shipped_grids():
-            raise ConfigError(f"unknown study {str(name_or_path)!r}; valid studies: {', '.join(shipped_grids())} (or --grid GRID.yaml)")
-        text, source = resources.files(__package__).joinpath("grids", f"{name_or_path}.yaml").read_text(), f"study {name_or_path}"
+            raise ConfigError(
+                f"unknown study {str(name_or_path)!r}; valid studies: {', '.join(shipped_grids())} (or --grid GRID.yaml)"
+            )
+        text, source = (
+            resources.files(__package__).joinpath("grids", f"{name_or_path}.yaml").read_text(),
+            f"study {name_or_path}",
+        )
     raw = parse_yaml(text, source)
     if seeds is not None and isinstance(raw, dict):
         raw["seeds"] = list(seeds)

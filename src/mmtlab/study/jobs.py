@@ -19,15 +19,15 @@ import queue
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
 from ..cpu import apply_cpu_policy, available_cores
-from ..errors import MmtlabError
+from ..errors import MmtlabError, one_line, user_fixable
 from .grid import Grid
-from .runner import work
+from .layout import record_path
 
 STATUS_EVERY = 30.0  # seconds between status lines when the display is not a terminal (as progress bars)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -37,10 +37,19 @@ class JobError(MmtlabError):
     """A job stopped on an error the user can fix; the message names the cell."""
 
 
-def run_jobs(grid: Grid, root: Path, jobs: int, threads: int | None = None, progress: bool = True,
-             log: Callable[[str], None] = print) -> None:
+def run_jobs(
+    work: Callable[..., None],
+    grid: Grid,
+    root: Path,
+    jobs: int,
+    threads: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> None:
     """Run the unfinished cells of ``grid`` under ``root`` in up to ``jobs`` worker processes with ``threads``
-    torch threads each (default: the available cores shared out, at least 1); returns when all have exited."""
+    torch threads each (default: the available cores shared out, at least 1); returns when all have exited.
+    ``work`` is the claim loop each process runs (:func:`mmtlab.study.runner.work`, passed in by the runner,
+    which imports this module; a module-level function, so a spawned process can unpickle it)."""
     cells = grid.cells
     pending = [c for c in cells if not _finished(root, c.key)]
     for i, cell in enumerate(cells, 1):
@@ -52,7 +61,7 @@ def run_jobs(grid: Grid, root: Path, jobs: int, threads: int | None = None, prog
     threads = threads or max(1, available_cores() // n)
     ctx = multiprocessing.get_context("spawn")
     events = ctx.Queue()
-    procs = {j: ctx.Process(target=_job, args=(grid, root, j, threads, events, os.getpid()), name=f"study job {j}")
+    procs = {j: ctx.Process(target=_job, args=(work, grid, root, j, threads, events, os.getpid()), name=f"study job {j}")
              for j in range(1, n + 1)}  # fmt: skip
     log(f"{len(pending)} cells in {n} jobs, {threads} torch thread{'s' * (threads > 1)} each")
     for p in procs.values():
@@ -72,10 +81,10 @@ def run_jobs(grid: Grid, root: Path, jobs: int, threads: int | None = None, prog
 
 
 def _finished(root: Path, key: str) -> bool:
-    return (root / "cells" / key / "record.json").exists()
+    return record_path(root, key).exists()
 
 
-def _follow(procs: dict[int, multiprocessing.Process], events, display: "Display") -> None:
+def _follow(procs: dict[int, multiprocessing.Process], events, display: Display) -> None:
     """Show the jobs' events until each job has said it is done; raise on the first job that failed."""
     running = set(procs)
     while running:
@@ -84,7 +93,9 @@ def _follow(procs: dict[int, multiprocessing.Process], events, display: "Display
         except queue.Empty:
             dead = [j for j in running if procs[j].exitcode not in (None, 0)]
             if dead:
-                raise RuntimeError(f"study job {dead[0]} exited with code {procs[dead[0]].exitcode} (see above)")
+                raise RuntimeError(
+                    f"study job {dead[0]} exited with code {procs[dead[0]].exitcode} (see above)"
+                ) from None
             display.refresh()
             continue
         if kind == "exit":
@@ -96,7 +107,7 @@ def _follow(procs: dict[int, multiprocessing.Process], events, display: "Display
             display.event(kind, job, payload)
 
 
-def _job(grid: Grid, root: Path, job: int, threads: int, events, parent: int) -> None:
+def _job(work: Callable[..., None], grid: Grid, root: Path, job: int, threads: int, events, parent: int) -> None:
     """One job: the CPU policy before torch is imported, then the claim loop, each step reported to the parent."""
     _die_with_parent(parent)
     apply_cpu_policy(threads)
@@ -112,8 +123,6 @@ def _job(grid: Grid, root: Path, job: int, threads: int, events, parent: int) ->
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
         return
     except Exception as e:
-        from ..cli import one_line, user_fixable
-
         events.put(("error", job, (f"{current['cell']}: {one_line(e)}", user_fixable(e))))
         if not user_fixable(e):
             raise  # a bug: its traceback goes to stderr
@@ -151,7 +160,7 @@ class Display:
             self.overall = self.bars.add_task("cells", total=self.total, completed=self._done())
             self.rows = {j: self.bars.add_task(f"job {j}", total=None) for j in range(1, jobs + 1)}
 
-    def __enter__(self) -> "Display":
+    def __enter__(self) -> Display:
         if self.bars:
             self.bars.start()
         return self
@@ -196,7 +205,7 @@ class Display:
             except (yaml.YAMLError, KeyError, TypeError):  # being written
                 pass
         total = self.steps.get(key)
-        if (self.root / "cells" / key / "record.json").exists():
+        if record_path(self.root, key).exists():
             return "done", total or 0, total
         if (run / "model.safetensors").exists():  # trained
             return "evaluation", total or 0, total

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .grid import AXES, Claim, Grid
+from .layout import dataset_dir, load_records
 
 METRICS = [("text_to_image", "R@1"), ("text_to_image", "R@5"), ("text_to_image", "R@10"), ("text_to_image", "median_rank"),
            ("image_to_text", "R@1"), ("image_to_text", "R@5"), ("image_to_text", "R@10")]  # fmt: skip
@@ -49,7 +50,11 @@ def comparison_rows(grid: Grid, records: dict[str, dict]) -> dict[str, list[dict
 
 def select(grid: Grid, records: dict[str, dict], sel: dict[str, str]) -> list[dict]:
     comp = next(c for c in grid.comparisons if c.name == sel["comparison"])
-    return [records[c.key] for c in comp.cells if c.key in records and all(getattr(c, a) == sel[a] for a in AXES if a in sel)]
+    return [
+        records[c.key]
+        for c in comp.cells
+        if c.key in records and all(getattr(c, a) == sel[a] for a in AXES if a in sel)
+    ]
 
 
 def verdict(grid: Grid, records: dict[str, dict], claim: Claim) -> dict[str, Any]:
@@ -109,7 +114,19 @@ def markdown(grid: Grid, records: dict[str, dict], properties: dict[str, dict[st
         rows = tables[comp.name]
         lines += ["", f"## {comp.name} (varying {comp.axis})", ""]
         extra = ["noise", "similarity"] if comp.axis == "data" and properties else []
-        head = ["data", "preset", "loss", *extra, "T→I R@1", "T→I R@5", "T→I R@10", "T→I med. rank", "I→T R@1", "I→T R@5", "I→T R@10"]
+        head = [
+            "data",
+            "preset",
+            "loss",
+            *extra,
+            "T→I R@1",
+            "T→I R@5",
+            "T→I R@10",
+            "T→I med. rank",
+            "I→T R@1",
+            "I→T R@5",
+            "I→T R@10",
+        ]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in rows:
             props = properties.get(row["data"], {}) if properties else {}
@@ -132,11 +149,15 @@ def markdown(grid: Grid, records: dict[str, dict], properties: dict[str, dict[st
                 f" difference {v['difference']:+.1f} points, margin {v['margin']:.1f}."
             )
         if len(grid.seeds) == 1:
-            lines.append("\nOne seed per cell: the margin is the 1-point floor, not a measured spread; treat verdicts as indicative.")
+            lines.append(
+                "\nOne seed per cell: the margin is the 1-point floor, not a measured spread; treat verdicts as indicative."
+            )
     return "\n".join(lines) + "\n"
 
 
-def plot(grid: Grid, records: dict[str, dict], root: Path, properties: dict[str, dict[str, float]] | None = None) -> list[Path]:
+def plot(
+    grid: Grid, records: dict[str, dict], root: Path, properties: dict[str, dict[str, float]] | None = None
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,7 +169,9 @@ def plot(grid: Grid, records: dict[str, dict], root: Path, properties: dict[str,
         rows = tables[comp.name]
         if not rows:
             continue
-        varying = [a for a in AXES if a == comp.axis or len({r[a] for r in rows}) > 1]  # e.g. a flat grid's cross product
+        varying = [
+            a for a in AXES if a == comp.axis or len({r[a] for r in rows}) > 1
+        ]  # e.g. a flat grid's cross product
         labels = [" / ".join(r[a] for a in varying) for r in rows]
         means = [r["text_to_image/R@1"][0] for r in rows]
         stds = [r["text_to_image/R@1"][1] for r in rows]
@@ -183,10 +206,9 @@ def plot(grid: Grid, records: dict[str, dict], root: Path, properties: dict[str,
 
 def dataset_properties(grid: Grid, root: Path) -> dict[str, dict[str, float]]:
     """Noise and language similarity (fraction of word bigrams also in the evaluation captions, as
-``mmtlab data stats``) of each training dataset; mixtures are pair-weighted."""
+    ``mmtlab data stats``) of each training dataset; mixtures are pair-weighted."""
     from ..data import open_store
     from ..data.stats import overlap, sample_indices
-    from .runner import dataset_dir
 
     def captions(store, limit: int = 20_000) -> list[str]:
         return [store.captions[int(i)] for i in sample_indices(len(store), limit)]
@@ -208,14 +230,14 @@ def dataset_properties(grid: Grid, root: Path) -> dict[str, dict[str, float]]:
         members = [single[m] for m in spec.get("mix", []) if m in single]
         if members:
             n = sum(m["pairs"] for m in members)
-            props[name] = {k: sum(m[k] * m["pairs"] for m in members) / n for k in ("noise", "similarity")} | {"pairs": n}
+            props[name] = {k: sum(m[k] * m["pairs"] for m in members) / n for k in ("noise", "similarity")} | {
+                "pairs": n
+            }
     return props
 
 
 def write_report(grid: Grid, root: str | Path, records: dict[str, dict] | None = None) -> Path:
     """(Re)generate results.csv, results.md and the plots of the study in ``root``."""
-    from .runner import load_records
-
     root = Path(root)
     records = load_records(root) if records is None else records
     properties = dataset_properties(grid, root) if any(c.axis == "data" for c in grid.comparisons) else None

@@ -1,15 +1,7 @@
 """Run a study: train and evaluate each unfinished cell, generating the datasets it needs first (once per study).
 
-Layout of a study directory::
-
-    DIR/grid.yaml                    the grid as run (its resolved form)
-    DIR/data/<dataset>/              generated synthetic-world stores
-    DIR/cells/<cell>/run/            the training run (resumable)
-    DIR/cells/<cell>/results.json    its evaluation (as `mmtlab eval retrieval --out` writes it)
-    DIR/cells/<cell>/record.json     written last: the cell is finished
-    DIR/results.csv, results.md, *.png   (mmtlab study report DIR)
-
-Several processes may share one directory (``mmtlab study --jobs N`` starts N; separate ``mmtlab study``
+The directory's layout is :mod:`mmtlab.study.layout`. Several processes may share one directory (``mmtlab study
+--jobs N`` starts N through :mod:`mmtlab.study.jobs`, each running :func:`work`; separate ``mmtlab study``
 commands may join): each claims a cell (or a dataset to generate) with a lock file before working on it.
 """
 
@@ -24,17 +16,17 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from ..config import write_json
 from .grid import Cell, Grid
-
-
-def dataset_dir(root: Path, name: str) -> Path:
-    return root / "data" / name
+from .jobs import run_jobs
+from .layout import dataset_dir, load_records, record_path
+from .report import write_report
 
 
 def check_given_stores(grid: Grid) -> None:
@@ -63,7 +55,9 @@ def store_path(grid: Grid, root: Path, name: str, log: Callable[[str], None] = p
             from ..data import synthesize
             from ..data.synth import REGIONS
 
-            log(f"generating dataset {name}: style {spec['style']}, {spec.get('n', 'default')} images, noise {spec.get('noise', 0.0)}")
+            log(
+                f"generating dataset {name}: style {spec['style']}, {spec.get('n', 'default')} images, noise {spec.get('noise', 0.0)}"
+            )
             synthesize(out, style=spec["style"], n=spec.get("n"), noise=float(spec.get("noise", 0.0)),
                        seed=int(spec.get("seed", 0)), split=spec.get("split"), regions=int(spec.get("regions", REGIONS)))  # fmt: skip
     return out
@@ -98,7 +92,16 @@ def _train_cell(grid: Grid, cell: Cell, data_dirs: list[Path], run_dir: Path, to
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)
     if torchrun > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={torchrun}", "-m", "mmtlab.cli", "--", "train"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={torchrun}",
+            "-m",
+            "mmtlab.cli",
+            "--",
+            "train",
+        ]
         if resume:
             cmd += ["--resume", str(run_dir)]
         else:
@@ -108,7 +111,9 @@ def _train_cell(grid: Grid, cell: Cell, data_dirs: list[Path], run_dir: Path, to
             cmd += [f"{k}={v}" for k, v in overrides.items()]
         subprocess.run(cmd, check=True)
         return
-    cfg = make_run_config(cell.preset, cell.loss, grid.scale, data_dirs=[str(d) for d in data_dirs], overrides=overrides)
+    cfg = make_run_config(
+        cell.preset, cell.loss, grid.scale, data_dirs=[str(d) for d in data_dirs], overrides=overrides
+    )
     train(cfg, run_dir, resume=resume)
 
 
@@ -123,7 +128,9 @@ def _evaluate_cell(grid: Grid, run_dir: Path, eval_dir: Path, out: Path, progres
                         k=int(grid.eval.get("k", 128)), progress=progress)  # fmt: skip
 
 
-def run_cell(grid: Grid, cell: Cell, root: Path, paths: dict[str, Path], torchrun: int = 0, progress: bool = True) -> dict:
+def run_cell(
+    grid: Grid, cell: Cell, root: Path, paths: dict[str, Path], torchrun: int = 0, progress: bool = True
+) -> dict:
     """Train + evaluate one cell (resuming an interrupted run) and write its record."""
     cdir = root / "cells" / cell.key
     cdir.mkdir(parents=True, exist_ok=True)
@@ -143,41 +150,40 @@ def run_cell(grid: Grid, cell: Cell, root: Path, paths: dict[str, Path], torchru
         "train_samples_per_s": _throughput(run_dir),
         "run": str(run_dir),
     }
-    write_json(record, cdir / "record.json")
+    write_json(record, record_path(root, cell.key))
     shutil.rmtree(cdir / "results.json.scores", ignore_errors=True)  # the resumable score chunks
     return record
 
 
 def _throughput(run_dir: Path) -> float | None:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()] if (run_dir / "metrics.jsonl").exists() else []
+    rows = (
+        [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        if (run_dir / "metrics.jsonl").exists()
+        else []
+    )
     rates = [r["samples_per_s"] for r in rows if isinstance(r.get("samples_per_s"), (int, float))]
     return round(sum(rates) / len(rates), 1) if rates else None
 
 
-def load_records(root: Path) -> dict[str, dict]:
-    records = {}
-    for path in sorted((root / "cells").glob("*/record.json")):
-        rec = json.loads(path.read_text())
-        records[rec["key"]] = rec
-    return records
-
-
-def run_study(grid: Grid, root: str | Path, torchrun: int = 0, progress: bool = True, log: Callable[[str], None] = print,
-              jobs: int = 1, threads: int | None = None) -> dict[str, dict]:
+def run_study(
+    grid: Grid,
+    root: str | Path,
+    torchrun: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    jobs: int = 1,
+    threads: int | None = None,
+) -> dict[str, dict]:
     """Run every unfinished cell of ``grid`` under ``root`` and write the report; returns the records.
 
     ``jobs`` > 1 runs up to that many worker processes (:mod:`mmtlab.study.jobs`) with ``threads`` torch threads
     each (default: the available cores shared out); ``jobs=1`` works in this process."""
-    from .report import write_report
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "grid.yaml").write_text(yaml.safe_dump(grid_to_dict(grid), sort_keys=False))
     check_given_stores(grid)
     if jobs > 1:
-        from .jobs import run_jobs
-
-        run_jobs(grid, root, jobs, threads=threads, progress=progress, log=log)
+        run_jobs(work, grid, root, jobs, threads=threads, progress=progress, log=log)
     else:
         work(grid, root, torchrun, progress, log)
     records = load_records(root)  # with the cells other processes finished meanwhile
@@ -185,8 +191,15 @@ def run_study(grid: Grid, root: str | Path, torchrun: int = 0, progress: bool = 
     return records
 
 
-def work(grid: Grid, root: Path, torchrun: int = 0, progress: bool = True, log: Callable[[str], None] = print,
-         log_skips: bool = True, started: Callable[[Cell], None] = lambda cell: None) -> None:
+def work(
+    grid: Grid,
+    root: Path,
+    torchrun: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    log_skips: bool = True,
+    started: Callable[[Cell], None] = lambda cell: None,
+) -> None:
     """Train and evaluate every unfinished cell that no other process holds, generating the datasets it needs
     first. A cell whose data another process is still generating waits while the others go ahead. Any number
     of processes may work on one study directory: cells and generated datasets are claimed with lock files.
@@ -197,7 +210,7 @@ def work(grid: Grid, root: Path, torchrun: int = 0, progress: bool = True, log: 
         later = []
         for i, cell in waiting:
             tag = f"[{i}/{len(cells)}] {cell.key}"
-            record = root / "cells" / cell.key / "record.json"
+            record = record_path(root, cell.key)
             if record.exists():
                 if log_skips:
                     log(f"{tag}: done, skipped")

@@ -1,4 +1,5 @@
-"""Pretraining: the losses of the study, the trainer, checkpoints (docs/design.md, "Loss terms", "The run directory").
+"""Pretraining and fine-tuning: the losses of the study, the trainer, checkpoints, retrieval fine-tuning
+(docs/design.md, "Loss terms", "The run directory").
 
 ``RunConfig`` / ``make_run_config`` load without torch; the rest (``train``, ``load_run``, the losses)
 import torch on first use, so ``mmtlab --help`` stays fast.
@@ -19,6 +20,7 @@ _LAZY = {
     "itm_negatives": "masking", "mask_words": "masking", "mask_regions": "masking",
     "build_optimizer": "optim", "build_scheduler": "optim", "lr_factor": "optim",
     "save_weights": "checkpoint", "load_weights": "checkpoint",
+    "finetune_retrieval": "finetune", "HardNegativeITMLoss": "finetune",
 }  # fmt: skip
 
 
@@ -28,4 +30,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["LOSS_TERMS", "LossConfig", "RunConfig", "TrainConfig", "load_run_config", "loss_config", "make_run_config", *_LAZY]
+__all__ = [
+    "LOSS_TERMS",
+    "LossConfig",
+    "RunConfig",
+    "TrainConfig",
+    "load_run_config",
+    "loss_config",
+    "make_run_config",
+    *_LAZY,
+]

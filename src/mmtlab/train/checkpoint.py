@@ -36,7 +36,13 @@ from safetensors.torch import load_file, save_file
 from ..config import ConfigError
 from ..errors import MmtlabError, writing
 
-CKPT, TMP, OLD, PREV, DIVERGED = "checkpoint", "checkpoint.tmp", "checkpoint.old", "checkpoint.prev", "checkpoint.diverged"
+CKPT, TMP, OLD, PREV, DIVERGED = (
+    "checkpoint",
+    "checkpoint.tmp",
+    "checkpoint.old",
+    "checkpoint.prev",
+    "checkpoint.diverged",
+)
 
 
 class CheckpointError(MmtlabError, ValueError):
@@ -52,7 +58,13 @@ def code_version() -> dict:
     here = Path(__file__).parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return version
     if commit.returncode == 0:

@@ -1,4 +1,5 @@
-"""``mmtlab train``: pretrain a preset with a loss set on one or more stores (also under ``torchrun``)."""
+"""``mmtlab train``: pretrain a preset with a loss set on one or more stores (also under ``torchrun``);
+``mmtlab finetune retrieval``: continue a pretrained run with hard-negative ITM (:mod:`mmtlab.train.finetune`)."""
 
 from __future__ import annotations
 
@@ -15,23 +16,60 @@ EXAMPLE = """examples:
   torchrun --nproc_per_node 2 -m mmtlab.cli -- train ...       # DistributedDataParallel, same command"""
 
 
+FINETUNE_EXAMPLE = """examples:
+  mmtlab data synth --style flickr --split train --seed 1 --out data/flickr-train
+  mmtlab finetune retrieval --run runs/merged --data data/flickr-train --out runs/merged-ft train.steps=300
+  mmtlab eval retrieval --run runs/merged-ft --data data/flickr --out runs/merged-ft/flickr.json   # "fine-tuned"
+  mmtlab finetune retrieval --resume runs/merged-ft                                                # continue"""
+
+
 def register(subparsers) -> None:
-    """Add ``mmtlab train`` to the ``mmtlab`` parser."""
+    """Add ``mmtlab train`` and ``mmtlab finetune`` to the ``mmtlab`` parser."""
     p = subparsers.add_parser(
         "train", help="pretrain a model (losses, checkpoints, resume, DDP)", epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     p.add_argument("--preset", default=None, help="architecture (see `mmtlab presets`); default merged")
     p.add_argument("--loss", default=None, help="loss set; default: the preset's (itm+mlm+mrm for most)")
-    p.add_argument("--data", action="extend", nargs="+", default=[], metavar="DIR",
-                   help="a store; several (--data A B, or --data A --data B) for a mixture")
+    p.add_argument(
+        "--data",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="a store; several (--data A B, or --data A --data B) for a mixture",
+    )
     p.add_argument("--val", default=None, metavar="DIR", help="held-out store for the ITM accuracy")
     p.add_argument("--scale", default=None, choices=("paper", "tiny"), help="model scale (default paper)")
     p.add_argument("--out", default=None, metavar="RUN", help="new run directory")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the run in RUN from its checkpoint")
     add_threads_option(p)
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=2000 loss.weights.mlm=0.5")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=2000 loss.weights.mlm=0.5"
+    )
     p.set_defaults(func=_cmd_train)
+
+    ft = subparsers.add_parser("finetune", help="fine-tune a run for a task (the paper's -ft models)")
+    ft_sub = ft.add_subparsers(dest="finetune_command", metavar="TASK", required=True)
+    p = ft_sub.add_parser(
+        "retrieval",
+        help="ITM fine-tuning with in-batch hard negatives",
+        epilog=FINETUNE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--run", default=None, metavar="RUN", help="the pretrained run to start from")
+    p.add_argument("--data", default=None, metavar="DIR", help="a store holding only the training split")
+    p.add_argument("--split", default="train", help="the split name the store must hold (default train)")
+    p.add_argument("--out", default=None, metavar="RUN2", help="the new (fine-tuned) run directory")
+    p.add_argument("--resume", default=None, metavar="RUN2", help="continue an interrupted fine-tuning run")
+    add_threads_option(p)
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="train settings, e.g. train.steps=300 train.lr=5e-5 train.batch_size=32",
+    )
+    p.set_defaults(func=_cmd_finetune_retrieval)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -50,7 +88,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         given = {"--preset": args.preset, "--loss": args.loss, "--scale": args.scale, "--val": args.val}
         given = {k: v for k, v in given.items() if v is not None}
         if args.data or given:
-            raise ConfigError(f"--resume takes the run's own preset, loss and data; drop {', '.join([*given, *(['--data'] if args.data else [])])}")
+            raise ConfigError(
+                f"--resume takes the run's own preset, loss and data; drop {', '.join([*given, *(['--data'] if args.data else [])])}"
+            )
         cfg = _resumed_config(saved, overrides)
         out, resume = run, True
     else:
@@ -79,3 +119,23 @@ def _resumed_config(saved, overrides: dict):
     cfg = apply_overrides(saved, overrides)
     check_run_config(cfg)
     return cfg
+
+
+def _cmd_finetune_retrieval(args: argparse.Namespace) -> int:
+    from ..config import ConfigError, parse_overrides
+    from .finetune import finetune_retrieval
+
+    overrides = parse_overrides(args.overrides)
+    if args.resume:
+        if args.run or args.data or (args.out and Path(args.out) != Path(args.resume)):
+            raise ConfigError(
+                "--resume RUN2 continues that fine-tuning run with its own settings; drop --run/--data/--out"
+            )
+        out = finetune_retrieval(None, None, args.resume, overrides=overrides, resume=True)
+    else:
+        missing = [f for f, v in (("--run", args.run), ("--data", args.data), ("--out", args.out)) if not v]
+        if missing:
+            raise ConfigError(f"give {', '.join(missing)} (or --resume RUN2)")
+        out = finetune_retrieval(args.run, args.data, args.out, split=args.split, overrides=overrides)
+    print(f"finished: {Path(out) / 'model.safetensors'}  (evaluate with `mmtlab eval retrieval --run {out} ...`)")
+    return 0

@@ -8,9 +8,10 @@ evaluation needs to rebuild the model. No torch import here (the CLI stays fast)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import ConfigError, ModelConfig, apply_overrides, from_dict, load_yaml
 from ..data.config import DataConfig
@@ -61,10 +62,14 @@ class LossConfig:
         if self.itm_inputs not in ITM_INPUTS:
             raise ConfigError(f"loss.itm_inputs: {self.itm_inputs!r}; valid: {', '.join(ITM_INPUTS)}")
         if self.itm_negatives == "itc" and not self.weight("itc"):
-            raise ConfigError("loss.itm_negatives=itc mines negatives with the itc embeddings; give itc a weight (loss.weights.itc=...)")
+            raise ConfigError(
+                "loss.itm_negatives=itc mines negatives with the itc embeddings; give itc a weight (loss.weights.itc=...)"
+            )
         bad = sorted(set(self.start) - set(self.weights))
         if bad:
-            raise ConfigError(f"loss.start: term(s) {bad} are not in this loss set; its terms: {', '.join(self.weights)}")
+            raise ConfigError(
+                f"loss.start: term(s) {bad} are not in this loss set; its terms: {', '.join(self.weights)}"
+            )
         for term, step in self.start.items():
             if step < 0:
                 raise ConfigError(f"loss.start.{term}: {step}; must be >= 0")
@@ -231,7 +236,9 @@ def _model_from_data(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
         found = {d: v for d, v in found.items() if v is not None}
         values = set(found.values())
         if len(values) > 1:
-            raise ConfigError(f"the data dirs disagree on {meta_key}: " + ", ".join(f"{d}: {v}" for d, v in found.items()))
+            raise ConfigError(
+                f"the data dirs disagree on {meta_key}: " + ", ".join(f"{d}: {v}" for d, v in found.items())
+            )
         if not values:
             continue
         (value,) = values
@@ -267,7 +274,9 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     """The resolved config (``config.yaml``) of the run directory ``run_dir``, written by ``mmtlab train``."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml); give a directory written by `mmtlab train`")
+        raise ConfigError(
+            f"{run_dir}: not a run directory (no config.yaml); give a directory written by `mmtlab train`"
+        )
     return run_config_from_dict(load_yaml(path))
 
 

@@ -3,8 +3,8 @@
 =====================  ==============================================================================
 term                   what
 =====================  ==============================================================================
-``itm``                cross-entropy of the ITM head on matched pairs and swapped-in negatives; with
-                       ``model.hloss`` the mean over the ITM heads of every layer
+``itm``                cross-entropy of the ITM head on matched pairs and swapped-in negatives; with an
+                       ITM head after every layer (``model.hloss``) the mean over those heads
 ``mlm``                cross-entropy at whole-word-masked positions of matched pairs
 ``mrm-kl``             KL(region class distribution || prediction) at masked regions of matched pairs
 ``mrm-cls``            cross-entropy to the argmax class at those regions
@@ -92,17 +92,18 @@ def similarity_logits(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tenso
 
 
 def dual_contrastive_loss(
-    text_emb: torch.Tensor, img_emb: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None
+    text_vec: torch.Tensor, img_vec: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Symmetric InfoNCE over ``text_emb @ img_emb.T * logit_scale`` with every in-batch negative of every
-    process. text_emb, img_emb: (B, P), L2-normalised; row ``i`` of both is a matched pair. ``ids`` (B,)
-    identifies images: another pair of the same image is not used as a negative."""
-    all_text, offset = _gather(text_emb, with_grad=True)  # (W*B, P)
-    all_img, _ = _gather(img_emb, with_grad=True)
-    B = text_emb.shape[0]
-    targets = offset + torch.arange(B, device=text_emb.device)  # (B,)
-    t2i = similarity_logits(text_emb, all_img, logit_scale)  # (B, W*B)
-    i2t = similarity_logits(img_emb, all_text, logit_scale)
+    """Symmetric InfoNCE over ``text_vec @ img_vec.T * logit_scale`` with every in-batch negative of every
+    process. text_vec, img_vec: (B, P) unimodal embeddings (:func:`unimodal_embeddings`), L2-normalised; row
+    ``i`` of both is a matched pair. ``ids`` (B,) identifies images: another pair of the same image is not used
+    as a negative."""
+    all_text, offset = _gather(text_vec, with_grad=True)  # (W*B, P)
+    all_img, _ = _gather(img_vec, with_grad=True)
+    B = text_vec.shape[0]
+    targets = offset + torch.arange(B, device=text_vec.device)  # (B,)
+    t2i = similarity_logits(text_vec, all_img, logit_scale)  # (B, W*B)
+    i2t = similarity_logits(img_vec, all_text, logit_scale)
     if ids is not None:
         all_ids, _ = _gather(ids, with_grad=False)
         false_neg = ids[:, None] == all_ids[None, :]  # (B, W*B)
@@ -113,8 +114,9 @@ def dual_contrastive_loss(
 
 
 def unimodal_embeddings(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each modality alone through all layers (run as ``U``), then the projection head: (B, P), (B, P).
-    For a dual model this is exactly the model's own ``text_emb`` / ``img_emb``."""
+    """The unimodal embeddings ``(text_vec, img_vec)``: each modality alone through all layers (run as ``U``),
+    then the projection head: (B, P), (B, P). Not the model's ``text_emb`` / ``img_emb`` outputs, which project
+    the fused states, except for a dual model, where the two are the same."""
     L = model.config.layers
     t = model.encode_text(batch["text_ids"], batch["text_mask"], n_layers=L, first_only=True)  # (B, 1, D)
     v, _ = model.encode_image(batch, n_layers=L, first_only=True)  # (B, 1, D)
@@ -178,16 +180,20 @@ class PretrainingLoss:
         return total, terms
 
     @staticmethod
-    def dual_term(model: torch.nn.Module, batch: dict, with_similarity: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def dual_term(
+        model: torch.nn.Module, batch: dict, with_similarity: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The dual InfoNCE on the unimodal view (a dual model's own embeddings), and, if asked, the batch's
         (B, B) caption-to-image logits for ``loss.itm_negatives=itc`` (which detaches them)."""
         ids = image_ids(batch) if batch.get("image_index") is not None else None
-        text_emb, img_emb = unimodal_embeddings(model, batch)
+        text_vec, img_vec = unimodal_embeddings(model, batch)
         scale = model.proj.logit_scale.exp()
-        similarity = similarity_logits(text_emb, img_emb, scale) if with_similarity else None
-        return dual_contrastive_loss(text_emb, img_emb, scale, ids), similarity
+        similarity = similarity_logits(text_vec, img_vec, scale) if with_similarity else None
+        return dual_contrastive_loss(text_vec, img_vec, scale, ids), similarity
 
-    def fused_terms(self, model: torch.nn.Module, batch: dict, similarity: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def fused_terms(
+        self, model: torch.nn.Module, batch: dict, similarity: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """ITM, MLM and MRM (only the active ones): from one forward pass over the corrupted batch, or with
         ``loss.itm_inputs=clean`` ITM from its own pass over unmasked pairs and MLM / MRM from a second pass over
         the pairs that ITM kept matched, masked -- the same pairs MLM and MRM are scored on in the one-pass

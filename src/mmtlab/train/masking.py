@@ -77,8 +77,9 @@ def itm_negatives(
     * ``negatives="random"``: uniformly random (the paper's ITM);
     * ``"similar"``: one whose caption is similar (:func:`similar_caption_index`);
     * ``"itc"``: one the model's own embeddings rank close (ALBEF's hard negatives). ``similarity`` (B, B) holds
-      the caption-to-image logits (``text_emb @ img_emb.T * scale``): caption ``i`` gets image ``j`` with
-      probability ``softmax(similarity[i])``, image ``i`` gets caption ``j`` with ``softmax(similarity[:, i])``.
+      the caption-to-image logits of the unimodal embeddings (``text_vec @ img_vec.T * scale``): caption ``i``
+      gets image ``j`` with probability ``softmax(similarity[i])``, image ``i`` gets caption ``j`` with
+      ``softmax(similarity[:, i])``.
 
     ``similar`` and ``itc`` never draw another pair of the same picture. Returns the new batch (a shallow
     copy; the input is not modified) and ``itm_labels`` (B,) long, 1 = matched. A swapped pair whose image is
@@ -129,7 +130,11 @@ def image_ids(batch: dict) -> torch.Tensor:
 
 
 def mask_words(
-    text_ids: torch.Tensor, word_ids: torch.Tensor, prob: float, mask_token_id: int, vocab_size: int,
+    text_ids: torch.Tensor,
+    word_ids: torch.Tensor,
+    prob: float,
+    mask_token_id: int,
+    vocab_size: int,
     vocab_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole-word masking with BERT's 80/10/10 rule.
@@ -154,7 +159,9 @@ def mask_words(
     if vocab_ids is None:
         ids[rand_pos] = torch.randint(0, vocab_size, (int(rand_pos.sum()),), device=ids.device)
     else:
-        ids[rand_pos] = vocab_ids.to(ids.device)[torch.randint(0, len(vocab_ids), (int(rand_pos.sum()),), device=ids.device)]
+        ids[rand_pos] = vocab_ids.to(ids.device)[
+            torch.randint(0, len(vocab_ids), (int(rand_pos.sum()),), device=ids.device)
+        ]
     return ids, targets
 
 

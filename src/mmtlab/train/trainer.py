@@ -20,8 +20,8 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -30,14 +30,20 @@ from torch import nn
 
 from ..config import ConfigError, save_yaml
 from ..cpu import keep_freed_memory
-from ..data.store import Store, open_store
 from ..data.loader import build_train_loader
+from ..data.store import Store, open_store
 from ..data.tokenizer import caption_vocabulary
 from ..device import Dist, autocast, init_distributed, pick_device
 from ..errors import MmtlabError
 from ..model import build_from_config, compile_fn
 from .checkpoint import (
-    drop_previous, latest_checkpoint, load_state, load_weights, save_checkpoint, save_weights, set_aside_diverged,
+    drop_previous,
+    latest_checkpoint,
+    load_state,
+    load_weights,
+    save_checkpoint,
+    save_weights,
+    set_aside_diverged,
 )
 from .config import RESUMABLE_CHANGES, RunConfig, TrainConfig, config_differences, load_run_config
 from .losses import PretrainingLoss
@@ -91,14 +97,22 @@ def check_data(cfg: RunConfig, stores: list) -> None:
     m = cfg.model
     for s in stores:
         if s.meta["feat_dim"] != m.feat_dim and m.image_input == "regions":
-            raise ConfigError(f"{s.path}: region features have width {s.meta['feat_dim']}, but model.feat_dim={m.feat_dim}")
+            raise ConfigError(
+                f"{s.path}: region features have width {s.meta['feat_dim']}, but model.feat_dim={m.feat_dim}"
+            )
         needs_cls = cfg.loss.weight("mrm-kl") or cfg.loss.weight("mrm-cls")
         if needs_cls and not s.has_classes:
-            raise ConfigError(f"{s.path}: no region class distributions, needed by mrm-kl / mrm-cls; use loss.weights.mrm-reg")
+            raise ConfigError(
+                f"{s.path}: no region class distributions, needed by mrm-kl / mrm-cls; use loss.weights.mrm-reg"
+            )
         if needs_cls and s.meta["n_classes"] != m.n_region_classes:
-            raise ConfigError(f"{s.path}: {s.meta['n_classes']} region classes, but model.n_region_classes={m.n_region_classes}")
+            raise ConfigError(
+                f"{s.path}: {s.meta['n_classes']} region classes, but model.n_region_classes={m.n_region_classes}"
+            )
         if m.image_input == "pixels" and not s.has_pixels:
-            raise ConfigError(f"{s.path}: no pixels, but model.image_input=pixels; use region features or a store with pixels")
+            raise ConfigError(
+                f"{s.path}: no pixels, but model.image_input=pixels; use region features or a store with pixels"
+            )
 
 
 def hold_out(store: Store, n_images: int) -> tuple[Store, Store]:
@@ -159,7 +173,9 @@ class Logger:
             return
         self.path = out / "metrics.jsonl"
         if self.path.exists():
-            keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start_step]
+            keep = [
+                ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start_step
+            ]
             self.path.write_text("".join(ln + "\n" for ln in keep))
         from torch.utils.tensorboard import SummaryWriter
 
@@ -339,7 +355,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
                 record |= {k: v.item() / window_steps for k, v in window.items()}
                 record |= {"lr": lr, "grad_norm": float(grad_norm), "samples_per_s": sps}
                 logger.log(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", samples_s=f"{sps:.0f}", refresh=False)  # drawn at the next redraw
+                bar.set_postfix(
+                    loss=f"{record['loss']:.3f}", samples_s=f"{sps:.0f}", refresh=False
+                )  # drawn at the next redraw
                 window_start, window_steps, window = time.perf_counter(), 0, {}
             pause = time.perf_counter()  # evaluation and checkpoints do not count against samples/s
             if held_out and ((t.eval_every and step % t.eval_every == 0) or step == t.steps):
@@ -359,7 +377,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
 def _progress(total: int, initial: int, enabled: bool):
     from ..progress import progress_bar
 
-    return progress_bar(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, desc="train")
+    return progress_bar(
+        total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, desc="train"
+    )
 
 
 def _mean_over_ranks(total: torch.Tensor, terms: dict, d: Dist) -> tuple[torch.Tensor, dict]:
@@ -373,8 +393,9 @@ def _mean_over_ranks(total: torch.Tensor, terms: dict, d: Dist) -> tuple[torch.T
     return flat[0], dict(zip(names, flat[1:]))
 
 
-def _stop_if_diverged(step: int, total: torch.Tensor, terms: dict, grad_norm: torch.Tensor, cfg: RunConfig, out: Path,
-                      main: bool) -> None:
+def _stop_if_diverged(
+    step: int, total: torch.Tensor, terms: dict, grad_norm: torch.Tensor, cfg: RunConfig, out: Path, main: bool
+) -> None:
     """Stop before the optimizer step when the loss or the gradient norm is not finite. A checkpoint of the
     weights that just failed (taken right before this step) cannot help and is set aside (rank 0)."""
     if torch.isfinite(total) and torch.isfinite(grad_norm):
@@ -408,9 +429,14 @@ def _non_finite_terms(total: torch.Tensor, terms: dict, cfg: RunConfig) -> list[
     return overflow or ["the total"]
 
 
-def _checkpoint(out: Path, model, optimizer, scheduler, step: int, batch_size: int, device: torch.device, d: Dist) -> None:
+def _checkpoint(
+    out: Path, model, optimizer, scheduler, step: int, batch_size: int, device: torch.device, d: Dist
+) -> None:
     if d.main:
-        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+        rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        }
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "rng": rng}
         save_checkpoint(out, model, state, {"step": step, "samples": step * batch_size, "world_size": d.world})
     if d.world > 1:
@@ -423,7 +449,9 @@ def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu") -> t
     cfg = load_run_config(run_dir)
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
-        raise ConfigError(f"{run_dir}: no model.safetensors, the run has not finished; continue it with `mmtlab train --resume {run_dir}`")
+        raise ConfigError(
+            f"{run_dir}: no model.safetensors, the run has not finished; continue it with `mmtlab train --resume {run_dir}`"
+        )
     model = build_from_config(dataclasses.replace(cfg.model, text_init=None))
     load_weights(model, weights)
     return model.to(map_location).eval(), cfg

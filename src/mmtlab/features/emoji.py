@@ -4,7 +4,7 @@ from the npm package ``emoji-datasource-google`` (data MIT, images Apache-2.0), 
 
 Each of the ~1,900 base emoji (skin-tone variants left out) is one 64x64 image (transparency on white) with up to
 five captions made from its Unicode name, its short names and its (sub)category, e.g. ``heart hands``,
-``heart hands, a hands emoji`` ... Regions come from :mod:`mmtlab.features` (EfficientNet-Lite0's 7x7 grid with
+``heart hands, a hands emoji`` ... Regions come from :mod:`mmtlab.features.extract` (EfficientNet-Lite0's 7x7 grid with
 ImageNet class distributions), and the 64x64 pixels are stored for the pixel path. A seeded random part of the
 images is held out from pretraining for zero-shot retrieval: ``OUT/train`` and ``OUT/test`` are two stores.
 """
@@ -33,7 +33,7 @@ def _missing_message(npm_dir: Path) -> str:
 
 def find_package(npm_dir: str | Path | None = None) -> Path:
     """The package directory under ``npm_dir`` (its ``node_modules/``, or ``npm_dir`` itself)."""
-    from .store import DataError, seeded_sample
+    from ..data.store import DataError
 
     npm_dir = Path(npm_dir) if npm_dir else DEFAULT_NPM_DIR
     for cand in (npm_dir / "node_modules" / PACKAGE, npm_dir):
@@ -44,7 +44,7 @@ def find_package(npm_dir: str | Path | None = None) -> Path:
 
 def fetch_package(npm_dir: str | Path | None = None) -> Path:
     """``npm install`` the pinned package into ``npm_dir`` (the only step that needs the network)."""
-    from .store import DataError, seeded_sample
+    from ..data.store import DataError
 
     npm_dir = Path(npm_dir) if npm_dir else DEFAULT_NPM_DIR
     npm_dir.mkdir(parents=True, exist_ok=True)
@@ -78,8 +78,8 @@ def emoji_captions(entry: dict) -> list[str]:
 def emoji_items(package_dir: Path, test_fraction: float = 0.2, seed: int = 0, limit: int | None = None) -> list:
     """:class:`~mmtlab.features.extract.ImageItem` per base emoji with a Google image, sorted by the package's
     order; a seeded ``test_fraction`` of them in split ``test``, the rest ``train``. ``limit``: the first N only."""
-    from ..features.extract import ImageItem
-    from .store import DataError, seeded_sample
+    from ..data.store import DataError, seeded_sample
+    from .extract import ImageItem
 
     if not 0.0 <= test_fraction < 1.0:
         raise DataError(f"--test-fraction {test_fraction}: must be in [0, 1)")
@@ -87,12 +87,16 @@ def emoji_items(package_dir: Path, test_fraction: float = 0.2, seed: int = 0, li
         entries = json.loads((package_dir / "emoji.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{package_dir / 'emoji.json'}: unreadable ({e})") from None
-    entries = sorted((e for e in entries if e.get("has_img_google") and e.get("image")), key=lambda e: e.get("sort_order", 0))
+    entries = sorted(
+        (e for e in entries if e.get("has_img_google") and e.get("image")), key=lambda e: e.get("sort_order", 0)
+    )
     if limit:
         entries = entries[:limit]
     test = set(seeded_sample(len(entries), round(test_fraction * len(entries)), seed).tolist())
     return [
-        ImageItem(package_dir / IMAGE_DIR / e["image"], emoji_captions(e), "test" if i in test else "train", e["unified"])
+        ImageItem(
+            package_dir / IMAGE_DIR / e["image"], emoji_captions(e), "test" if i in test else "train", e["unified"]
+        )
         for i, e in enumerate(entries)
     ]
 
@@ -110,19 +114,32 @@ def build_emoji_store(
 ) -> dict:
     """Build two stores, ``out/train`` (pretraining) and ``out/test`` (held out: the trainer uses every image
     of a store it is given); returns their extraction summaries by split."""
-    from ..features.extract import extract_store
+    from .extract import extract_store
 
     package_dir = find_package(npm_dir)
     items = emoji_items(package_dir, test_fraction, seed, limit)
     version = json.loads((package_dir / "package.json").read_text()).get("version")
-    meta = {"style": "emoji", "source": f"npm {PACKAGE}@{version}", "seed": seed, "test_fraction": test_fraction,
-            "license": "emoji data MIT, Google Noto images Apache-2.0"}
+    meta = {
+        "style": "emoji",
+        "source": f"npm {PACKAGE}@{version}",
+        "seed": seed,
+        "test_fraction": test_fraction,
+        "license": "emoji data MIT, Google Noto images Apache-2.0",
+    }
     summaries = {}
     for split in ("train", "test"):
         part = [it for it in items if it.split == split]
         if part:
-            summaries[split] = extract_store(part, Path(out) / split, pixels=pixels, classes=classes, batch_size=batch_size,
-                                             meta=meta, source=str(package_dir), progress=progress)
+            summaries[split] = extract_store(
+                part,
+                Path(out) / split,
+                pixels=pixels,
+                classes=classes,
+                batch_size=batch_size,
+                meta=meta,
+                source=str(package_dir),
+                progress=progress,
+            )
     return summaries
 
 
@@ -132,7 +149,7 @@ def _cmd_emoji(args: argparse.Namespace) -> int:
     summary = build_emoji_store(
         args.out, args.npm_dir, test_fraction=args.test_fraction, seed=args.seed, limit=args.limit,
         pixels=args.pixels, classes=not args.no_classes, batch_size=args.batch_size, progress=not args.no_progress,
-    )
+    )  # fmt: skip
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -140,20 +157,28 @@ def _cmd_emoji(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     """Add ``emoji`` to the ``data`` group's subcommands."""
     p = subparsers.add_parser(
-        "emoji", help=f"real images offline: Google emoji with their names (npm {PACKAGE})",
+        "emoji",
+        help=f"real images offline: Google emoji with their names (npm {PACKAGE})",
         description=f"Build an image-caption store from the npm package {PACKAGE} (~1,900 64x64 emoji images, "
         "captions from their names and categories): EfficientNet-Lite0 grid features (use data.max_regions=49), "
         "64x64 pixels; OUT/train for pretraining and OUT/test (held-out images) for zero-shot retrieval.",
     )
     p.add_argument("--out", required=True, help="output directory: OUT/train and OUT/test stores")
-    p.add_argument("--npm-dir", default=None, help=f"where the npm package is installed (default {DEFAULT_NPM_DIR}, "
-                   "or $MMTLAB_EMOJI_DIR)")
-    p.add_argument("--fetch", action="store_true", help=f"first `npm install` {PACKAGE}@{PACKAGE_VERSION} into --npm-dir")
+    p.add_argument(
+        "--npm-dir",
+        default=None,
+        help=f"where the npm package is installed (default {DEFAULT_NPM_DIR}, or $MMTLAB_EMOJI_DIR)",
+    )
+    p.add_argument(
+        "--fetch", action="store_true", help=f"first `npm install` {PACKAGE}@{PACKAGE_VERSION} into --npm-dir"
+    )
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the images (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     p.add_argument("--limit", type=int, default=None, help="only the first N emoji (quick runs)")
     p.add_argument("--pixels", type=int, default=64, help="stored image side for the pixel path (default 64)")
-    p.add_argument("--no-classes", action="store_true", help="do not store ImageNet class distributions (smaller store)")
+    p.add_argument(
+        "--no-classes", action="store_true", help="do not store ImageNet class distributions (smaller store)"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_emoji)

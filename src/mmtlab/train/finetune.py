@@ -1,4 +1,5 @@
-"""Retrieval fine-tuning (the paper's ``-ft`` models): ITM with hard negatives mined in the batch.
+"""Retrieval fine-tuning (the paper's ``-ft`` models, ``mmtlab finetune retrieval``): training that continues a
+pretrained run with ITM on hard negatives mined in the batch.
 
 For each matched pair ``(t_i, v_i)`` of a batch, the model's own match score (ITM log-odds, no gradient)
 picks the hardest other image ``v_j`` for the caption and the hardest other caption ``t_k`` for the image
@@ -21,13 +22,19 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError
-from ..train.losses import match_score
-from ..train.masking import IMAGE_KEYS, TEXT_KEYS, image_ids
+from .losses import match_score
+from .masking import IMAGE_KEYS, TEXT_KEYS, image_ids
 
 FINETUNE_FILE = "finetune.json"
 # Train settings of a fine-tuning run unless overridden (the pretraining run's other settings are kept).
-FINETUNE_DEFAULTS = {"train.steps": 300, "train.batch_size": 32, "train.micro_batch_size": 0, "train.lr": 5e-5,
-                     "train.warmup_steps": 30, "train.ckpt_every": 100}
+FINETUNE_DEFAULTS = {
+    "train.steps": 300,
+    "train.batch_size": 32,
+    "train.micro_batch_size": 0,
+    "train.lr": 5e-5,
+    "train.warmup_steps": 30,
+    "train.ckpt_every": 100,
+}
 
 
 @torch.no_grad()
@@ -64,7 +71,7 @@ class HardNegativeITMLoss:
 
     def __call__(self, model, batch: dict, step: int):
         if self.init_from is not None and not self.initialised and step == 0:
-            from ..train.checkpoint import load_weights
+            from .checkpoint import load_weights
 
             load_weights(model, self.init_from)  # in place: the optimizer keeps its parameter references
         self.initialised = True
@@ -88,10 +95,14 @@ def finetune_info(run_dir: str | Path) -> dict | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
-
-
-def finetune_retrieval(run: str | Path | None, data: str | Path | None, out: str | Path, split: str = "train",
-                       overrides: dict | None = None, resume: bool = False) -> Path:
+def finetune_retrieval(
+    run: str | Path | None,
+    data: str | Path | None,
+    out: str | Path,
+    split: str = "train",
+    overrides: dict | None = None,
+    resume: bool = False,
+) -> Path:
     """Fine-tune the finished run ``run`` for retrieval on store ``data`` (its ``split``) into a new run ``out``.
 
     The new run keeps the architecture and data settings of ``run``; ``train`` settings default to
@@ -100,8 +111,8 @@ def finetune_retrieval(run: str | Path | None, data: str | Path | None, out: str
     """
     from ..config import apply_overrides
     from ..data.store import open_store
-    from ..train.config import check_run_config, load_run_config
-    from ..train.trainer import train
+    from .config import check_run_config, load_run_config
+    from .trainer import train
 
     out = Path(out)
     if resume:
@@ -139,6 +150,10 @@ def finetune_retrieval(run: str | Path | None, data: str | Path | None, out: str
 
 
 __all__ = [
-    "HardNegativeITMLoss", "mine_hard_negatives", "finetune_info", "finetune_retrieval", "FINETUNE_FILE",
+    "HardNegativeITMLoss",
+    "mine_hard_negatives",
+    "finetune_info",
+    "finetune_retrieval",
+    "FINETUNE_FILE",
     "FINETUNE_DEFAULTS",
 ]

@@ -7,13 +7,12 @@ import pytest
 import torch
 
 import mmtlab
+from mmtlab.data.store import DataError
 from mmtlab.data.synth import synthesize
-from mmtlab.eval.finetune import HardNegativeITMLoss, finetune_info, finetune_retrieval, mine_hard_negatives
 from mmtlab.eval.retrieval import evaluate_run
+from mmtlab.train.finetune import HardNegativeITMLoss, finetune_info, finetune_retrieval, mine_hard_negatives
 from mmtlab.train.losses import match_score
 from mmtlab.train.trainer import load_run
-from mmtlab.data.store import DataError
-
 from test_eval_retrieval import FEAT, make_run
 
 B = 5
@@ -33,7 +32,9 @@ def batch():
 @torch.no_grad()
 def all_pair_scores(model, b):
     ci, ii = torch.arange(B).repeat_interleave(B), torch.arange(B).repeat(B)
-    pairs = {k: b[k][ci] for k in ("text_ids", "text_mask")} | {k: b[k][ii] for k in ("img_feats", "img_boxes", "img_mask")}
+    pairs = {k: b[k][ci] for k in ("text_ids", "text_mask")} | {
+        k: b[k][ii] for k in ("img_feats", "img_boxes", "img_mask")
+    }
     return match_score(model(pairs)["itm_logits"]).view(B, B)
 
 
@@ -68,8 +69,12 @@ def test_finetune_starts_from_the_run_and_evaluates_as_fine_tuned(tmp_path):
     test_store = synthesize(tmp_path / "te", style="flickr", n=4, seed=2, feat_dim=FEAT)
     run = make_run(tmp_path / "run", "mixed-modality", "itm+mlm")
     out = tmp_path / "run-ft"
-    finetune_retrieval(run, train_store, out, overrides={"train.steps": 1, "train.batch_size": 8, "train.lr": 1e-12,
-                                                         "train.progress": False})
+    finetune_retrieval(
+        run,
+        train_store,
+        out,
+        overrides={"train.steps": 1, "train.batch_size": 8, "train.lr": 1e-12, "train.progress": False},
+    )
     info = finetune_info(out)
     assert info["task"] == "retrieval" and info["from_run"] == str(run.resolve())
     before = load_run(run)[0].state_dict()

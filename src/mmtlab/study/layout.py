@@ -1,0 +1,39 @@
+"""The layout of a study directory, shared by the runner, its worker processes and the report::
+
+    DIR/grid.yaml                    the grid as run (its resolved form)
+    DIR/data/<dataset>/              generated synthetic-world stores
+    DIR/cells/<cell>/run/            the training run (resumable)
+    DIR/cells/<cell>/results.json    its evaluation (as `mmtlab eval retrieval --out` writes it)
+    DIR/cells/<cell>/record.json     written last: the cell is finished
+    DIR/results.csv, results.md, *.png   (mmtlab study report DIR)
+
+Standard library only: :mod:`mmtlab.study.report` and :mod:`mmtlab.study.jobs` read a study through this
+module without importing the runner.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def dataset_dir(root: Path, name: str) -> Path:
+    """Where dataset ``name`` of the grid is generated."""
+    return root / "data" / name
+
+
+def record_path(root: Path, key: str) -> Path:
+    """The record of cell ``key``, written last: the cell is finished when it exists."""
+    return root / "cells" / key / "record.json"
+
+
+def load_records(root: Path) -> dict[str, dict]:
+    """The records of every finished cell, by cell key."""
+    records = {}
+    for path in sorted((root / "cells").glob("*/record.json")):
+        rec = json.loads(path.read_text())
+        records[rec["key"]] = rec
+    return records
+
+
+__all__ = ["dataset_dir", "record_path", "load_records"]
