@@ -227,6 +227,7 @@ def test_demo_quick_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
     assert "| `coco` | `merged` | `itm+mlm+mrm` |" in md and "| `coco` | `single-modality` | `itm+mlm+mrm` |" in md
     assert "merged attention beats modality-specific attention" in md and md in printed
     assert (out / "attention.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "attention-training.png").read_bytes()[:4] == b"\x89PNG" and "first step < 0.6" in md
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert {r["preset"] for r in rows} == {"merged", "single-modality"}
     for path in out.glob("cells/*/record.json"):
@@ -279,3 +280,27 @@ def test_cells_without_a_trained_itm_head_are_scored_by_embeddings(tmp_path):
     ]:
         run = make_run(tmp_path / name, preset, loss, **overrides)
         assert _evaluate_cell(grid, run, test, tmp_path / f"{name}.work", progress=False)["scorer"] == scorer, name
+
+
+def test_report_shows_where_each_cells_itm_loss_left_ln2(tmp_path):
+    """With the cells' training logs the table says where each ITM loss left ln 2 (or that it never did) and
+    each comparison gets its training-curve plot."""
+    from mmtlab.study.report import itm_progress, plot_training
+
+    stalled = [{"step": s, "loss": 1.0, "itm": 0.69, "mlm": 2.0} for s in (10, 20, 30, 40)]
+    learned = [
+        {"step": s, "loss": 1.0, "itm": v, "mlm": 2.0} for s, v in ((10, 0.69), (20, 0.55), (30, 0.3), (40, 0.2))
+    ]
+    assert itm_progress([learned]) == "0.35 (20)" and itm_progress([stalled, learned]) == "0.69 (never) / 0.35 (20)"
+    assert itm_progress([[{"step": 10, "loss": 1.0, "itc": 2.0}]]) == ""  # no classification ITM term
+    grid = parse_grid(_grid())
+    recs = _records(
+        grid, {"merged": [40, 44], "single-modality": [10, 12], "contrastive32": [43, 47], "baseline": [5, 5]}
+    )
+    logs = {key: (stalled if "single-modality" in key else learned) for key in recs}
+    md = markdown(grid, recs, logs=logs)
+    assert "| ITM loss at the end (first step < 0.6) |" in md
+    assert "| 11.0 ± 1.4 |" in md and "0.69 (never) / 0.69 (never) |" in md and "0.35 (20) / 0.35 (20) |" in md
+    paths = plot_training(grid, logs, tmp_path)
+    assert [p.name for p in paths] == ["attention-training.png", "losses-training.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)

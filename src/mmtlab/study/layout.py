@@ -2,7 +2,7 @@
 
     DIR/grid.yaml                    the grid as run (its resolved form)
     DIR/data/<dataset>/              generated synthetic-world stores
-    DIR/cells/<cell>/run/            the training run (resumable)
+    DIR/cells/<cell>/run/            the training run (resumable; run/metrics.jsonl: its loss curves)
     DIR/cells/<cell>/results.json    its evaluation (as `mmtlab eval retrieval --out` writes it)
     DIR/cells/<cell>/record.json     written last: the cell is finished
     DIR/results.csv, results.md, *.png   (mmtlab study report DIR)
@@ -36,4 +36,13 @@ def load_records(root: Path) -> dict[str, dict]:
     return records
 
 
-__all__ = ["dataset_dir", "record_path", "load_records"]
+def training_log(root: Path, key: str) -> list[dict]:
+    """The training lines (those with a ``loss``) of cell ``key``'s ``metrics.jsonl``; empty when it has none."""
+    path = root / "cells" / key / "run" / "metrics.jsonl"
+    if not path.exists():
+        return []
+    lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [line for line in lines if "loss" in line]
+
+
+__all__ = ["dataset_dir", "record_path", "load_records", "training_log"]

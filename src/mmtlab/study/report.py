@@ -1,5 +1,6 @@
-"""Study reports, regenerated from the cell records: ``results.csv``, ``results.md`` (one table per comparison
-and a verdict per claim) and PNG plots (text→image R@1 per axis value with the seed spread)."""
+"""Study reports, regenerated from the cell records: ``results.csv``, ``results.md`` (one table per comparison,
+with where each cell's ITM loss left ln 2, and a verdict per claim) and PNG plots (text→image R@1 per axis value
+with the seed spread; each comparison's training curves)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from .grid import AXES, Claim, Grid
-from .layout import dataset_dir, load_records
+from .layout import dataset_dir, load_records, training_log
 
 METRICS = [("text_to_image", "R@1"), ("text_to_image", "R@5"), ("text_to_image", "R@10"), ("text_to_image", "median_rank"),
            ("image_to_text", "R@1"), ("image_to_text", "R@5"), ("image_to_text", "R@10")]  # fmt: skip
 MIN_MARGIN = 1.0  # R@1 points: a difference smaller than this (or than 2 seed std) is not a difference
+ITM_LEFT = 0.6  # a classification ITM loss below this has left its ln 2 = 0.693 plateau
+Logs = dict[str, list[dict]]  # cell key -> training lines of its metrics.jsonl
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -76,6 +79,19 @@ def verdict(grid: Grid, records: dict[str, dict], claim: Claim) -> dict[str, Any
     }  # fmt: skip
 
 
+def itm_progress(logs: list[list[dict]]) -> str:
+    """ "ITM loss at the end (first step under ITM_LEFT)" over a row's seeds, e.g. ``0.14 (250)`` or
+    ``0.69 (never) / 0.31 (400)``; empty when the cells log no classification ITM loss."""
+    parts = []
+    for log in logs:
+        itm = [(line["step"], line["itm"]) for line in log if "itm" in line]
+        if itm:
+            end = statistics.fmean(v for _, v in itm[-3:])
+            left = next((step for step, v in itm if v < ITM_LEFT), None)
+            parts.append(f"{end:.2f} ({'never' if left is None else left})")
+    return " / ".join(parts)
+
+
 def _fmt(ms: tuple[float, float], seeds: int) -> str:
     m, s = ms
     return f"{m:.1f} ± {s:.1f}" if seeds > 1 else f"{m:.1f}"
@@ -99,7 +115,12 @@ def write_csv(records: dict[str, dict], path: Path) -> None:
             w.writerow(row)
 
 
-def markdown(grid: Grid, records: dict[str, dict], properties: dict[str, dict[str, float]] | None = None) -> str:
+def markdown(
+    grid: Grid,
+    records: dict[str, dict],
+    properties: dict[str, dict[str, float]] | None = None,
+    logs: Logs | None = None,
+) -> str:
     tables = comparison_rows(grid, records)
     total = sum(r["train_seconds"] + r["eval_seconds"] for r in records.values())
     lines = [f"# Study `{grid.name}`", ""]
@@ -127,15 +148,23 @@ def markdown(grid: Grid, records: dict[str, dict], properties: dict[str, dict[st
             "I→T R@5",
             "I→T R@10",
         ]
+        if logs:
+            head.append(f"ITM loss at the end (first step < {ITM_LEFT})")
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in rows:
             props = properties.get(row["data"], {}) if properties else {}
             cells = [f"`{row['data']}`", f"`{row['preset']}`", f"`{row['loss']}`"]
             cells += [f"{props.get(k, float('nan')):.2f}" for k in extra]
             cells += [_fmt(row[f"{d}/{m}"], row["seeds"]) for d, m in METRICS]
+            if logs:
+                keys = [
+                    c.key for c in comp.cells if (c.data, c.preset, c.loss) == (row["data"], row["preset"], row["loss"])
+                ]
+                cells.append(itm_progress([logs[k] for k in keys if k in logs]) or "—")
             lines.append("| " + " | ".join(cells) + " |")
         if rows:
-            lines.append(f"\nChance R@1: {rows[0]['chance']:.1f}%. Plot: `{comp.name}.png`.")
+            curves = f", training curves: `{comp.name}-training.png`" if logs else ""
+            lines.append(f"\nChance R@1: {rows[0]['chance']:.1f}%. Plot: `{comp.name}.png`{curves}.")
     if grid.claims:
         lines += ["", "## The paper's claims", ""]
         for v in (verdict(grid, records, c) for c in grid.claims):
@@ -204,6 +233,40 @@ def plot(
     return paths
 
 
+def plot_training(grid: Grid, logs: Logs, root: Path) -> list[Path]:
+    """Per comparison, ``<name>-training.png``: the ITM and MLM losses of each finished cell against the step
+    (the evidence that a cell trained, or where it stalled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for comp in grid.comparisons:
+        cells = [c for c in comp.cells if logs.get(c.key)]
+        if not cells:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for ax, term in ((axes[0], "itm"), (axes[1], "mlm")):
+            for i, c in enumerate(cells):
+                points = [(line["step"], line[term]) for line in logs[c.key] if term in line]
+                if points:
+                    label = getattr(c, comp.axis) + (f" s{c.seed}" if len(grid.seeds) > 1 else "")
+                    ax.plot(*zip(*points), lw=1.2, label=label, color=f"C{i % 10}")
+            ax.set_xlabel("step")
+            ax.set_ylabel(f"{term} loss")
+        axes[0].axhline(0.6931, color="grey", ls="--", lw=1)
+        axes[0].set_title(f"{grid.name}: {comp.name}, ITM (ln 2 dashed)")
+        axes[1].set_title("MLM")
+        axes[0].legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        path = root / f"{comp.name}-training.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def dataset_properties(grid: Grid, root: Path) -> dict[str, dict[str, float]]:
     """Noise and language similarity (fraction of word bigrams also in the evaluation captions, as
     ``mmtlab data stats``) of each training dataset; mixtures are pair-weighted."""
@@ -241,8 +304,10 @@ def write_report(grid: Grid, root: str | Path, records: dict[str, dict] | None =
     root = Path(root)
     records = load_records(root) if records is None else records
     properties = dataset_properties(grid, root) if any(c.axis == "data" for c in grid.comparisons) else None
+    logs = {key: log for key in records if (log := training_log(root, key))}
     write_csv(records, root / "results.csv")
     plot(grid, records, root, properties)
+    plot_training(grid, logs, root)
     path = root / "results.md"
-    path.write_text(markdown(grid, records, properties))
+    path.write_text(markdown(grid, records, properties, logs))
     return path
