@@ -18,11 +18,12 @@ class TextEmbedding(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.word = nn.Embedding(cfg.n_words, cfg.width)
-        rows = None
+        kept = rows = None
         if cfg.vocab_ids is not None:
             kept = torch.tensor(cfg.vocab_ids)
             rows = torch.full((cfg.vocab_size,), cfg.vocab_ids.index(UNK_ID), dtype=torch.long)
             rows[kept] = torch.arange(len(kept))
+        self.register_buffer("kept_ids", kept, persistent=False)  # (n_words,) the piece of each row, or None: all
         self.register_buffer("rows", rows, persistent=False)  # (vocab_size,) id -> row, or None: the identity
         self.position = nn.Embedding(cfg.max_positions, cfg.width)
         self.segment = nn.Embedding(cfg.type_vocab_size, cfg.width)

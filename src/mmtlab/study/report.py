@@ -184,6 +184,14 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def _save(plt, fig, path: Path) -> Path:
+    """Lay out, write (PNG) and close one report figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot(
     grid: Grid, records: dict[str, dict], root: Path, properties: dict[str, dict[str, float]] | None = None
 ) -> list[Path]:
@@ -211,11 +219,7 @@ def plot(
         ax.set_ylabel("text→image R@1 (%)")
         ax.set_title(f"{grid.name}: {comp.name}")
         ax.legend()
-        fig.tight_layout()
-        path = root / f"{comp.name}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, root / f"{comp.name}.png"))
         if comp.axis == "data" and properties:
             fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), sharey=True)
             for ax, prop in zip(axes, ("similarity", "noise")):
@@ -225,11 +229,7 @@ def plot(
                     ax.annotate(lab, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
                 ax.set_xlabel({"similarity": "language similarity to the test set", "noise": "caption noise"}[prop])
             axes[0].set_ylabel("text→image R@1 (%)")
-            fig.tight_layout()
-            path = root / f"{comp.name}-properties.png"
-            fig.savefig(path, dpi=120)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(_save(plt, fig, root / f"{comp.name}-properties.png"))
     return paths
 
 
@@ -259,11 +259,7 @@ def plot_training(grid: Grid, logs: Logs, root: Path) -> list[Path]:
         axes[0].set_title(f"{grid.name}: {comp.name}, ITM (ln 2 dashed)")
         axes[1].set_title("MLM")
         axes[0].legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        path = root / f"{comp.name}-training.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, root / f"{comp.name}-training.png"))
     return paths
 
 

@@ -227,10 +227,9 @@ class PretrainingLoss:
         if w("mlm"):
             if x.get("text_word_ids") is None:
                 raise ValueError("mlm needs batch['text_word_ids'] (the word of each piece) for whole-word masking")
-            kept = model.config.vocab_ids
             x["text_ids"], masked = mask_words(
                 ids, x["text_word_ids"], cfg.mlm_prob, cfg.mask_token_id, model.config.vocab_size,
-                vocab_ids=None if kept is None else torch.tensor(kept),
+                vocab_ids=model.text_embed.kept_ids,
             )  # fmt: skip
             x["mlm_mask"] = masked & matched[:, None]  # (B, T)
         mrm = [t for t in MRM_TERMS if w(t)]
