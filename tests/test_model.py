@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mmtlab
+from mmtlab.model.heads import match_score
 from mmtlab.model.layers import BLOCKS, image_sees_text, text_sees_image
 
 FEAT = 32
@@ -248,7 +249,10 @@ def test_unimodal_cache_matches_full_forward(preset, norm_first):
         t = model.encode_text(batch["text_ids"], batch["text_mask"])
         v, img_mask = model.encode_image(batch)
         cached = model.match_logits(t, batch["text_mask"], v, img_mask)
+        score = model.match_score(t, batch["text_mask"], v, img_mask)  # the match log-odds
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(score, full[:, 1] - full[:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(match_score(full), full[:, 1] - full[:, 0])
 
 
 def _head_batch():
@@ -372,6 +376,53 @@ def test_unimodal_first_only_is_the_first_row(preset):
     assert t1.shape == (3, 1, model.config.width) and v1.shape == (3, 1, model.config.width)
     torch.testing.assert_close(t1, t[:, :1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(v1, v[:, :1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset, n_layers", [("merged", None), ("single-stream", 2), ("baseline", None)])
+def test_unimodal_vectors_are_each_modality_alone_through_the_projection(preset, n_layers):
+    """``text_vector`` / ``image_vector`` are what the itc loss and the embedding scorers computed before: the
+    first state of the modality alone through ``n_layers`` layers (default all) as U, projected."""
+    model = tiny(preset)
+    batch = make_batch()
+    n = model.config.layers if n_layers is None else n_layers
+    with torch.no_grad():
+        t = model.encode_text(batch["text_ids"], batch["text_mask"], n_layers=n, first_only=True)[:, 0]
+        v = model.encode_image(batch, n_layers=n, first_only=True)[0][:, 0]
+        text_vec = model.text_vector(batch["text_ids"], batch["text_mask"], n_layers)
+        img_vec = model.image_vector(batch, n_layers)
+        other = model.text_vector(batch["text_ids"], batch["text_mask"], n_layers)
+    assert text_vec.shape == img_vec.shape == (3, model.config.proj_dim)
+    torch.testing.assert_close(text_vec, model.proj.embed_text(t))
+    torch.testing.assert_close(img_vec, model.proj.embed_image(v))
+    torch.testing.assert_close(other, text_vec)  # the image does not enter
+    if model.config.is_dual:  # a dual model's own fused projections are the unimodal ones
+        out = model(batch)
+        torch.testing.assert_close(text_vec, out["text_emb"], atol=1e-5, rtol=1e-5)
+
+
+def test_itm_match_score_matrix_scores_every_caption_with_every_image():
+    head = tiny("baseline").itm[-1]
+    g = torch.Generator().manual_seed(1)
+    t_cls, v_glob = torch.randn(4, 128, generator=g), torch.randn(5, 128, generator=g)
+    with torch.no_grad():
+        matrix = head.match_score_matrix(t_cls, v_glob)  # (4, 5)
+        logits = head(t_cls.repeat_interleave(5, 0), v_glob.repeat(4, 1)).view(4, 5, 2)
+    torch.testing.assert_close(matrix, logits[..., 1] - logits[..., 0], atol=1e-5, rtol=1e-5)
+
+
+def test_pair_up_takes_each_side_from_its_own_rows():
+    from mmtlab.model.inputs import IMAGE_KEYS, TEXT_KEYS, pair_up
+
+    batch = make_batch(B=3)
+    batch["image_index"] = torch.tensor([10, 11, 12])
+    batch["dataset_index"] = torch.zeros(3, dtype=torch.long)  # neither side: not in the pairs
+    caption_rows, image_rows = torch.tensor([0, 0, 2, 1]), torch.tensor([0, 1, 0, 2])
+    pairs = pair_up(batch, caption_rows, image_rows)
+    assert set(pairs) == {k for k in (*TEXT_KEYS, *IMAGE_KEYS) if k in batch}
+    for k in ("text_ids", "text_mask"):
+        assert torch.equal(pairs[k], batch[k][caption_rows])
+    for k in ("img_feats", "img_boxes", "img_mask", "image_index"):
+        assert torch.equal(pairs[k], batch[k][image_rows])
 
 
 def test_dual_encoder_embeddings_are_unimodal():

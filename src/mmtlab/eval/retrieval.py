@@ -365,8 +365,7 @@ def evaluate_run(
     """
     from ..data.store import open_store
     from ..device import init_distributed, pick_device
-    from ..train.finetune import finetune_info
-    from ..train.trainer import load_run
+    from ..run.load import finetune_info, load_run
 
     run = Path(run)
     if out is not None:

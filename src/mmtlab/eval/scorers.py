@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 
 from ..device import autocast
-from ..train.losses import match_score
 from .metrics import EvalError
 
 # (caption indices (B,), text_ids (B, T), text_mask (B, T))
@@ -97,18 +96,35 @@ def _cache_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def _on(x: torch.Tensor | dict, device: torch.device) -> torch.Tensor | dict:
+    """A tensor, or the tensors of a batch dict, on ``device``."""
+    if isinstance(x, dict):
+        return {k: v.to(device) for k, v in x.items() if isinstance(v, torch.Tensor)}
+    return x.to(device)
+
+
+def _encode_all(model, batches: TextBatches | ImageBatches, n: int, encode: Callable, dtype=None) -> Encoded:
+    """``encode(*inputs) -> (states (B, L, D), mask (B, L))`` of every batch ``(indices, *inputs)`` under autocast,
+    gathered into one :class:`Encoded` of ``n`` items (``dtype`` default: :func:`_cache_dtype`)."""
+    device = model_device(model)
+    parts = []
+    with autocast(device):
+        for idx, *inputs in batches():
+            states, mask = encode(*(_on(x, device) for x in inputs))
+            parts.append((idx, states, mask))
+    return _assemble(parts, n, dtype or _cache_dtype(device))
+
+
 @torch.inference_mode()
 def encode_texts(model, batches: TextBatches, n: int, n_layers: int | None = None, first_only: bool = False) -> Encoded:
     """Captions through the embeddings and the unimodal prefix (or ``n_layers`` layers as ``U``); with
     ``first_only`` only the ``[CLS]`` state (the last layer computes it alone)."""
-    device = model_device(model)
-    parts = []
-    with autocast(device):
-        for idx, ids, mask in batches():
-            ids, mask = ids.to(device), mask.to(device)
-            t = model.encode_text(ids, mask, n_layers=n_layers, first_only=first_only)  # (B, T or 1, D)
-            parts.append((idx, t, mask[:, : t.shape[1]]))
-    return _assemble(parts, n, _cache_dtype(device))
+
+    def encode(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = model.encode_text(ids, mask, n_layers=n_layers, first_only=first_only)  # (B, T or 1, D)
+        return t, mask[:, : t.shape[1]]
+
+    return _encode_all(model, batches, n, encode)
 
 
 @torch.inference_mode()
@@ -117,43 +133,39 @@ def encode_images(
 ) -> Encoded:
     """Images through the embeddings and the unimodal prefix (or ``n_layers`` layers as ``U``); with
     ``first_only`` only the global token's state."""
-    device = model_device(model)
-    parts = []
-    with autocast(device):
-        for idx, batch in batches():
-            batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-            v, mask = model.encode_image(batch, n_layers=n_layers, first_only=first_only)  # (B, R or 1, D), (B, R)
-            parts.append((idx, v, mask[:, : v.shape[1]]))
-    return _assemble(parts, n, _cache_dtype(device))
+
+    def encode(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        v, mask = model.encode_image(batch, n_layers=n_layers, first_only=first_only)  # (B, R or 1, D), (B, R)
+        return v, mask[:, : v.shape[1]]
+
+    return _encode_all(model, batches, n, encode)
 
 
 @torch.inference_mode()
 def embeddings(
     model, texts: TextBatches, images: ImageBatches, n_captions: int, n_images: int, n_layers: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised pooled embeddings (n_captions, P), (n_images, P) from the model's projection head, on the
-    unimodal view with ``n_layers`` layers (default: all layers; exact for all-``U`` models)."""
-    n = model.config.layers if n_layers is None else n_layers
-    t = encode_texts(model, texts, n_captions, n_layers=n, first_only=True)  # (Nc, 1, D)
-    v = encode_images(model, images, n_images, n_layers=n, first_only=True)
-    with autocast(model_device(model)):
-        return model.proj.embed_text(t.states[:, 0]).float(), model.proj.embed_image(v.states[:, 0]).float()
+    """The unimodal embeddings of every caption and image, (n_captions, P), (n_images, P) float32
+    (:meth:`~mmtlab.model.MultimodalTransformer.text_vector` / ``image_vector`` with ``n_layers`` layers, default
+    all; exact for all-``U`` models)."""
+
+    def as_states(vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return vec[:, None], torch.ones(vec.shape[0], 1, dtype=torch.bool, device=vec.device)  # (B, 1, P), (B, 1)
+
+    def text(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return as_states(model.text_vector(ids, mask, n_layers))
+
+    def image(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return as_states(model.image_vector(batch, n_layers))
+
+    t = _encode_all(model, texts, n_captions, text, torch.float32)  # (Nc, 1, P)
+    v = _encode_all(model, images, n_images, image, torch.float32)
+    return t.states[:, 0], v.states[:, 0]
 
 
 def dual_scores(text_vec: torch.Tensor, img_vec: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of L2-normalised unimodal embeddings (:func:`embeddings`): (Nc, P) x (Ni, P) -> (Nc, Ni)."""
     return text_vec.float() @ img_vec.float().T
-
-
-def _itm_dual_block(model, t_cls: torch.Tensor, v_glob: torch.Tensor) -> torch.Tensor:
-    """Match log-odds of every pair of a block, for a model with no layer left per pair: the ITM head is
-    ``classifier(tanh(P_t t) * tanh(P_v v))``, so ``logit[1] - logit[0]`` is ``(p_t * w) @ p_v.T + b``."""
-    head = model.itm[-1]
-    pt = torch.tanh(head.text_pool(t_cls))  # (Nc, D)
-    pv = torch.tanh(head.img_pool(v_glob))  # (Ni, D)
-    w = head.classifier.weight[1] - head.classifier.weight[0]  # (D,)
-    b = head.classifier.bias[1] - head.classifier.bias[0]
-    return (pt * w) @ pv.T + b  # (Nc, Ni)
 
 
 @torch.inference_mode()
@@ -175,7 +187,7 @@ def score_pairs(
             ci, ii = cap_idx[s : s + batch_size].to(device), img_idx[s : s + batch_size].to(device)
             t, tm = texts.take(ci)  # (B, T, D), (B, T)
             v, vm = images.take(ii)  # (B, R, D), (B, R)
-            out[s : s + len(ci)] = match_score(model.match_logits(t, tm, v, vm)).cpu()  # (B,)
+            out[s : s + len(ci)] = model.match_score(t, tm, v, vm).cpu()  # (B,)
             if progress:
                 progress(len(ci))
     return out
@@ -283,7 +295,8 @@ def exhaustive_scores(
         caps = chunk_captions[j]
         if dual:  # nothing left per pair but the ITM head: one matrix product per chunk
             with autocast(device):
-                block = _itm_dual_block(model, texts.states[caps.to(device), 0], images.states[:, 0]).float().cpu()
+                t_cls = texts.states[caps.to(device), 0]  # (n, D)
+                block = model.itm[-1].match_score_matrix(t_cls, images.states[:, 0]).float().cpu()  # (n, Ni)
             if update:
                 update(len(caps) * ni)
         else:

@@ -11,6 +11,12 @@ from torch import nn
 from ..config import ModelConfig
 
 
+def match_score(itm_logits: torch.Tensor) -> torch.Tensor:
+    """The match log-odds ``logit[1] - logit[0]`` of ITM logits (..., 2) -> (...), in fp32: ranks pairs exactly as
+    the match probability does, without the ties of a saturated sigmoid."""
+    return itm_logits[..., 1].float() - itm_logits[..., 0].float()
+
+
 class ITMHead(nn.Module):
     """Image-text matching (docs/design.md, "The model"): text ``[CLS]`` and image global state, each through a
     dense+tanh pooler, multiplied element-wise, then a linear layer to 2 logits (index 1 = match)."""
@@ -24,6 +30,16 @@ class ITMHead(nn.Module):
     def forward(self, t_cls: torch.Tensor, v_glob: torch.Tensor) -> torch.Tensor:
         pooled = torch.tanh(self.text_pool(t_cls)) * torch.tanh(self.img_pool(v_glob))  # (B, D)
         return self.classifier(pooled)  # (B, 2)
+
+    def match_score_matrix(self, t_cls: torch.Tensor, v_glob: torch.Tensor) -> torch.Tensor:
+        """The match log-odds of every caption with every image, (Nc, D) x (Ni, D) -> (Nc, Ni), without building
+        the Nc x Ni pairs: ``logit[1] - logit[0]`` of ``classifier(tanh(P_t t) * tanh(P_v v))`` is
+        ``(p_t * w) @ p_v.T + b``."""
+        pt = torch.tanh(self.text_pool(t_cls))  # (Nc, D)
+        pv = torch.tanh(self.img_pool(v_glob))  # (Ni, D)
+        w = self.classifier.weight[1] - self.classifier.weight[0]  # (D,)
+        b = self.classifier.bias[1] - self.classifier.bias[0]
+        return (pt * w) @ pv.T + b  # (Nc, Ni)
 
 
 class Transform(nn.Sequential):

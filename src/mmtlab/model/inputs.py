@@ -12,6 +12,9 @@ key            shape, dtype           meaning
 ``mlm_mask``   (B, T) bool, optional  positions where MLM logits are computed
 ``mrm_mask``   (B, R) bool, optional  regions where MRM predictions are computed
 =============  =====================  =============================================================
+
+A pair is one caption and one image: :func:`pair_up` makes pairs of one sample's caption with another's image
+(ITM negatives, the contrastive and fine-tuning losses), by the keys that describe each side.
 """
 
 from __future__ import annotations
@@ -21,6 +24,17 @@ import torch
 from ..config import ModelConfig
 
 FLOAT = "float"
+# The keys that describe a pair's image / its caption (the training loader adds ``image_index`` /
+# ``caption_index`` and the collators ``img_cls`` / ``text_word_ids``): swapped together when pairs are remade.
+IMAGE_KEYS = ("img_feats", "img_boxes", "img_mask", "img_cls", "pixels", "image_index")
+TEXT_KEYS = ("text_ids", "text_mask", "text_word_ids", "caption_index")
+
+
+def pair_up(batch: dict, caption_rows: torch.Tensor, image_rows: torch.Tensor) -> dict:
+    """Pairs of caption ``caption_rows[p]`` with image ``image_rows[p]`` of ``batch``: the :data:`TEXT_KEYS` taken
+    at ``caption_rows`` (N,), the :data:`IMAGE_KEYS` at ``image_rows`` (N,), those the batch has; no other key."""
+    pairs = {k: batch[k][caption_rows] for k in TEXT_KEYS if batch.get(k) is not None}
+    return pairs | {k: batch[k][image_rows] for k in IMAGE_KEYS if batch.get(k) is not None}
 
 
 def _check(batch: dict, key: str, shape: tuple, dtype: str | torch.dtype, what: str) -> torch.Tensor:

@@ -6,7 +6,9 @@
 
 The leading ``U`` layers of a schedule (its *unimodal prefix*) never mix the streams, so retrieval scoring
 computes them once per caption and once per image (:meth:`encode_text`, :meth:`encode_image`) and runs only
-the rest per pair (:meth:`fuse`, :meth:`match_logits`).
+the rest per pair (:meth:`fuse`, :meth:`match_logits`, :meth:`match_score`). The unimodal embeddings
+``text_vec`` / ``img_vec`` (the ``itc`` loss, the ``dual`` and ``rerank`` scorers) are :meth:`text_vector` and
+:meth:`image_vector`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .embeddings import PatchEmbedding, RegionEmbedding, TextEmbedding
-from .heads import ITMHead, MLMHead, MRMHead, ProjectionHead
+from .heads import ITMHead, MLMHead, MRMHead, ProjectionHead, match_score
 from .inputs import validate_batch
 from .layers import Layer, block_mask
 
@@ -157,6 +159,27 @@ class MultimodalTransformer(nn.Module):
         The last layer computes only the two states the ITM head reads."""
         t, v, _ = self.run_layers(t, v, text_mask, img_mask, start=self.config.n_unimodal_prefix, last="first")
         return self.itm[-1](t[:, 0], v[:, 0])
+
+    def match_score(
+        self, t: torch.Tensor, text_mask: torch.Tensor, v: torch.Tensor, img_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The match log-odds (B,) of :meth:`match_logits` (:func:`~mmtlab.model.heads.match_score`)."""
+        return match_score(self.match_logits(t, text_mask, v, img_mask))
+
+    # ----------------------------------------------------------------------------------- unimodal embeddings
+    def text_vector(self, text_ids: torch.Tensor, text_mask: torch.Tensor, n_layers: int | None = None) -> torch.Tensor:
+        """The unimodal text embedding ``text_vec`` (B, P), L2-normalised: the caption alone through ``n_layers``
+        layers run as ``U`` (default: all), its ``[CLS]`` state through the projection head. Not the ``text_emb``
+        output of :meth:`forward`, which projects the fused state (the two agree for a dual model)."""
+        n = self.config.layers if n_layers is None else n_layers
+        t = self.encode_text(text_ids, text_mask, n_layers=n, first_only=True)  # (B, 1, D)
+        return self.proj.embed_text(t[:, 0])
+
+    def image_vector(self, batch: dict, n_layers: int | None = None) -> torch.Tensor:
+        """The unimodal image embedding ``img_vec`` (B, P), as :meth:`text_vector` (the global token's state)."""
+        n = self.config.layers if n_layers is None else n_layers
+        v, _ = self.encode_image(batch, n_layers=n, first_only=True)  # (B, 1, D)
+        return self.proj.embed_image(v[:, 0])
 
     # ----------------------------------------------------------------------------------- forward
     def forward(self, batch: dict, full_states: bool = True) -> dict[str, torch.Tensor]:

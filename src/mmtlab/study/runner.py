@@ -121,7 +121,7 @@ def _evaluate_cell(grid: Grid, run_dir: Path, eval_dir: Path, out: Path, progres
     """``mmtlab eval retrieval`` of the cell's run, its results file at ``out``; scored with the grid's scorer,
     except a cell that never trained its ITM head (the contrastive baseline): ``mmtlab eval``'s default."""
     from ..eval.retrieval import evaluate_run, itm_trained
-    from ..train.config import load_run_config
+    from ..run.config import load_run_config
 
     scorer = grid.eval["scorer"] if itm_trained(load_run_config(run_dir)) else None
     return evaluate_run(run_dir, eval_dir, out=out, split=grid.eval["split"], scorer=scorer,

@@ -114,7 +114,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _resumed_config(saved, overrides: dict):
     """The saved run config with the (resume-safe) overrides applied; the trainer checks which may change."""
     from ..config import apply_overrides
-    from .config import check_run_config
+    from ..run.config import check_run_config
 
     cfg = apply_overrides(saved, overrides)
     check_run_config(cfg)

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError
-from .losses import match_score
-from .masking import IMAGE_KEYS, TEXT_KEYS, image_ids
+from ..model.inputs import pair_up
+from ..run.layout import FINETUNE_FILE
+from ..run.load import finetune_info
+from .masking import image_ids
 
-FINETUNE_FILE = "finetune.json"
 # Train settings of a fine-tuning run unless overridden (the pretraining run's other settings are kept).
 FINETUNE_DEFAULTS = {
     "train.steps": 300,
@@ -53,7 +54,7 @@ def mine_hard_negatives(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]
     v, img_mask = model.encode_image(batch)  # (B, R, D), once per image
     rows, cols = (~same).nonzero(as_tuple=True)  # caption rows[p] with image cols[p]
     scores = torch.full((B, B), float("-inf"), device=device)  # (captions, images)
-    scores[rows, cols] = match_score(model.match_logits(t[rows], batch["text_mask"][rows], v[cols], img_mask[cols]))
+    scores[rows, cols] = model.match_score(t[rows], batch["text_mask"][rows], v[cols], img_mask[cols])
     return scores.argmax(1), scores.argmax(0)
 
 
@@ -71,7 +72,7 @@ class HardNegativeITMLoss:
 
     def __call__(self, model, batch: dict, step: int):
         if self.init_from is not None and not self.initialised and step == 0:
-            from .checkpoint import load_weights
+            from ..run.weights import load_weights
 
             load_weights(model, self.init_from)  # in place: the optimizer keeps its parameter references
         self.initialised = True
@@ -80,19 +81,12 @@ class HardNegativeITMLoss:
         own = torch.arange(B, device=batch["text_ids"].device)
         txt_rows = torch.cat([own, own, hard_caption])  # (3B,) positive, caption + hard image, hard caption + image
         img_rows = torch.cat([own, hard_image, own])
-        pairs = {k: batch[k][txt_rows] for k in TEXT_KEYS if batch.get(k) is not None}
-        pairs |= {k: batch[k][img_rows] for k in IMAGE_KEYS if batch.get(k) is not None}
+        pairs = pair_up(batch, txt_rows, img_rows)
         labels = torch.cat([torch.ones(B), torch.zeros(2 * B)]).long().to(own.device)
         logits = model(pairs, full_states=False)["itm_logits"].float()  # (3B, 2)
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean().detach()
         return loss, {"itm-hard": loss.detach(), "itm-hard-acc": acc}
-
-
-def finetune_info(run_dir: str | Path) -> dict | None:
-    """The fine-tuning record of a run (``finetune.json``), or None for a pretrained run."""
-    f = Path(run_dir) / FINETUNE_FILE
-    return json.loads(f.read_text()) if f.is_file() else None
 
 
 def finetune_retrieval(
@@ -111,7 +105,7 @@ def finetune_retrieval(
     """
     from ..config import apply_overrides
     from ..data.store import open_store
-    from .config import check_run_config, load_run_config
+    from ..run.config import check_run_config, load_run_config
     from .trainer import train
 
     out = Path(out)

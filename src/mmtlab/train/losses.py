@@ -23,8 +23,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..config import ConfigError
-from .config import MRM_TERMS, LossConfig
-from .masking import IMAGE_KEYS, TEXT_KEYS, image_ids, itm_negatives, mask_regions, mask_words
+from ..model.heads import match_score
+from ..model.inputs import pair_up
+from ..run.config import MRM_TERMS, LossConfig
+from .masking import image_ids, itm_negatives, mask_regions, mask_words
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on the learned temperature
 
@@ -114,18 +116,9 @@ def dual_contrastive_loss(
 
 
 def unimodal_embeddings(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The unimodal embeddings ``(text_vec, img_vec)``: each modality alone through all layers (run as ``U``),
-    then the projection head: (B, P), (B, P). Not the model's ``text_emb`` / ``img_emb`` outputs, which project
-    the fused states, except for a dual model, where the two are the same."""
-    L = model.config.layers
-    t = model.encode_text(batch["text_ids"], batch["text_mask"], n_layers=L, first_only=True)  # (B, 1, D)
-    v, _ = model.encode_image(batch, n_layers=L, first_only=True)  # (B, 1, D)
-    return model.proj.embed_text(t[:, 0]), model.proj.embed_image(v[:, 0])
-
-
-def match_score(itm_logits: torch.Tensor) -> torch.Tensor:
-    """The match log-odds of ITM logits (..., 2): ranks pairs exactly as the match probability does."""
-    return itm_logits[..., 1].float() - itm_logits[..., 0].float()
+    """The unimodal embeddings ``(text_vec, img_vec)`` (B, P), (B, P) of a batch's pairs: the model's
+    :meth:`~mmtlab.model.MultimodalTransformer.text_vector` and ``image_vector`` over all layers."""
+    return model.text_vector(batch["text_ids"], batch["text_mask"]), model.image_vector(batch)
 
 
 def cross_contrastive_loss(model: torch.nn.Module, batch: dict, k: int) -> torch.Tensor:
@@ -144,8 +137,7 @@ def cross_contrastive_loss(model: torch.nn.Module, batch: dict, k: int) -> torch
     negs = scores.argsort(1)[:, :K]  # (B, K)
     img_rows = torch.cat([torch.arange(B, device=device)[:, None], negs], 1)  # (B, K+1), column 0 = positive
     txt_rows = torch.arange(B, device=device)[:, None].expand(B, K + 1)
-    pairs = {key: batch[key][txt_rows.flatten()] for key in TEXT_KEYS if batch.get(key) is not None}
-    pairs |= {key: batch[key][img_rows.flatten()] for key in IMAGE_KEYS if batch.get(key) is not None}
+    pairs = pair_up(batch, txt_rows.flatten(), img_rows.flatten())
     scores = match_score(model(pairs, full_states=False)["itm_logits"]).view(B, K + 1)
     scores = scores.masked_fill(same.gather(1, img_rows) & (torch.arange(K + 1, device=device) > 0), float("-inf"))
     return F.cross_entropy(scores, torch.zeros(B, dtype=torch.long, device=device))

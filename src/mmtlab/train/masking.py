@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import torch
 
-# Batch keys that describe the image / the caption of a pair (swapped together to make a negative).
-IMAGE_KEYS = ("img_feats", "img_boxes", "img_mask", "img_cls", "pixels", "image_index")
-TEXT_KEYS = ("text_ids", "text_mask", "text_word_ids", "caption_index")
+from ..model.inputs import pair_up
 
 
 def choose_per_row(valid: torch.Tensor, prob: float) -> torch.Tensor:
@@ -111,11 +109,7 @@ def itm_negatives(
     src = torch.where(swapped, j, rows)  # (B,) row the swapped part comes from
     image_row = torch.where(use_caption, rows, src)  # (B,) the row each pair's image comes from
     caption_row = torch.where(use_caption, src, rows)
-    out = dict(batch)
-    for keys, row in ((IMAGE_KEYS, image_row), (TEXT_KEYS, caption_row)):
-        for key in keys:
-            if batch.get(key) is not None:
-                out[key] = batch[key][row]
+    out = dict(batch) | pair_up(batch, caption_row, image_row)
     if same is not None:  # matched = the image is the one the caption was written for
         return out, same[caption_row, image_row].long()
     return out, (~swapped).long()

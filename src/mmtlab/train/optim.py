@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .config import TrainConfig
+from ..run.config import TrainConfig
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

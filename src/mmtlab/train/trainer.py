@@ -36,6 +36,8 @@ from ..data.tokenizer import caption_vocabulary
 from ..device import Dist, autocast, init_distributed, pick_device
 from ..errors import MmtlabError
 from ..model import build_from_config, compile_fn
+from ..run.config import RESUMABLE_CHANGES, RunConfig, TrainConfig, config_differences, load_run_config
+from ..run.load import load_run
 from .checkpoint import (
     drop_previous,
     latest_checkpoint,
@@ -45,7 +47,6 @@ from .checkpoint import (
     save_weights,
     set_aside_diverged,
 )
-from .config import RESUMABLE_CHANGES, RunConfig, TrainConfig, config_differences, load_run_config
 from .losses import PretrainingLoss
 from .masking import itm_negatives
 from .optim import build_optimizer, build_scheduler, lr_factor
@@ -441,20 +442,6 @@ def _checkpoint(
         save_checkpoint(out, model, state, {"step": step, "samples": step * batch_size, "world_size": d.world})
     if d.world > 1:
         dist.barrier()
-
-
-def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
-    """The finished model of a run directory, in eval mode, and its :class:`RunConfig`."""
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise ConfigError(
-            f"{run_dir}: no model.safetensors, the run has not finished; continue it with `mmtlab train --resume {run_dir}`"
-        )
-    model = build_from_config(dataclasses.replace(cfg.model, text_init=None))
-    load_weights(model, weights)
-    return model.to(map_location).eval(), cfg
 
 
 __all__ = ["train", "load_run", "Objective", "TrainingError", "HeldOut", "micro_batching", "seed_micro_batch"]
