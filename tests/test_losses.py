@@ -388,3 +388,46 @@ def test_loss_config_errors():
     del b["img_cls"]
     with pytest.raises(ConfigError, match="mrm-reg"):
         PretrainingLoss(loss_config("itm+mrm"))(tiny_model(), b, step=0)
+
+
+# ------------------------------------------------------------------------------------------ the term registry
+def test_the_registry_holds_every_term_of_every_loss_set_and_the_fused_pass_computes_its_terms():
+    from mmtlab.presets import list_loss_sets, loss_set
+    from mmtlab.run.terms import LOSS_TERMS, TERMS
+    from mmtlab.train.losses import FUSED_LOSSES
+
+    used = {term for name in list_loss_sets() for term in loss_set(name)["weights"]}
+    assert used <= set(LOSS_TERMS) and tuple(TERMS) == LOSS_TERMS
+    assert set(FUSED_LOSSES) == {name for name, t in TERMS.items() if t.fused}
+    assert all(t.masks is None or t.fused for t in TERMS.values())  # only the shared pass masks inputs
+    with pytest.raises(ConfigError, match="unknown loss term"):
+        LossConfig(weights={"itm": 1.0, "nope": 1.0})
+
+
+@pytest.mark.parametrize("dual", [False, True])
+def test_what_each_loss_set_trains_follows_the_registry(dual):
+    """Evaluation's scorer checks read the registry: the ITM head is trained by ``itm`` and, on a cross-encoder,
+    ``itm-contrastive``; the embeddings by ``itc`` and, on a dual model, ``itm-contrastive``."""
+    from types import SimpleNamespace
+
+    from mmtlab.eval.retrieval import embedding_trained, itm_trained
+    from mmtlab.presets import list_loss_sets
+
+    for name in list_loss_sets():
+        loss = loss_config(name)
+        cfg = SimpleNamespace(loss=loss, model=SimpleNamespace(is_dual=dual))
+        w = loss.weight
+        assert itm_trained(cfg) == (w("itm") > 0 or (w("itm-contrastive") > 0 and not dual)), name
+        assert embedding_trained(cfg) == (w("itc") > 0 or (w("itm-contrastive") > 0 and dual)), name
+
+
+def test_a_term_missing_its_input_names_what_it_needs():
+    model = build_model("merged", "tiny", feat_dim=FEAT, n_region_classes=CLASSES)
+    batch = random_batch()
+    del batch["img_cls"]
+    with pytest.raises(ConfigError, match="mrm-kl need region class distributions"):
+        PretrainingLoss(loss_config("itm+mlm+mrm"))(model, batch, 0)
+    batch = random_batch()
+    del batch["text_word_ids"]
+    with pytest.raises(ValueError, match="mlm need the word of each piece"):
+        PretrainingLoss(loss_config("itm+mlm"))(model, batch, 0)

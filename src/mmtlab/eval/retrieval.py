@@ -17,6 +17,7 @@ import torch
 from ..config import write_json
 from ..cpu import keep_freed_memory
 from ..model.compile import compile_fn
+from ..run.terms import training
 from .metrics import EvalError, recall_caps, retrieval_metrics
 from .scorers import (
     dual_scores,
@@ -35,15 +36,15 @@ PROTOCOLS = ("zero-shot", "fine-tuned")
 
 # ------------------------------------------------------------------------------------ what a run can do
 def itm_trained(cfg) -> bool:
-    """Whether run config ``cfg`` trained the cross-encoder's ITM head (classification, or the contrastive
-    loss over the cross-encoder's match logit)."""
-    return cfg.loss.weight("itm") > 0 or (cfg.loss.weight("itm-contrastive") > 0 and not cfg.model.is_dual)
+    """Whether run config ``cfg`` trained the cross-encoder's ITM head (a loss term that trains ``itm``:
+    classification, or the contrastive loss over the cross-encoder's match logit)."""
+    return bool(training("itm", cfg.loss.active, cfg.model.is_dual))
 
 
 def embedding_trained(cfg) -> bool:
-    """Whether ``cfg`` trained the projection embeddings: ``itc`` (a cross-encoder's unimodal view) or the
-    contrastive loss of an all-``U`` (dual) model."""
-    return cfg.loss.weight("itc") > 0 or (cfg.loss.weight("itm-contrastive") > 0 and cfg.model.is_dual)
+    """Whether ``cfg`` trained the projection embeddings (a term that trains ``proj``: ``itc``, a cross-encoder's
+    unimodal view, or the contrastive loss of an all-``U`` (dual) model)."""
+    return bool(training("proj", cfg.loss.active, cfg.model.is_dual))
 
 
 def _loss_desc(cfg) -> str:

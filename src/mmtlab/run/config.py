@@ -15,10 +15,8 @@ from typing import Any
 
 from ..config import ConfigError, ModelConfig, from_dict, load_yaml
 from ..data.config import DataConfig
+from .terms import INPUTS, LOSS_TERMS, needing
 
-# Every loss term the trainer knows (docs/design.md, "Loss terms"), plus ``itc`` (not one of the paper's loss sets).
-LOSS_TERMS = ("itm", "mlm", "mrm-kl", "mrm-cls", "mrm-reg", "itm-contrastive", "itc")
-MRM_TERMS = ("mrm-kl", "mrm-cls", "mrm-reg")
 ITM_SWAP = ("image", "caption", "either")
 ITM_NEGATIVES = ("random", "similar", "itc")
 ITM_INPUTS = ("masked", "clean")
@@ -165,10 +163,11 @@ RESUMABLE_CHANGES = (
 
 def check_run_config(cfg: RunConfig) -> None:
     """Cross-section checks that no single section can make."""
-    if cfg.model.image_input == "pixels" and any(cfg.loss.weight(t) for t in MRM_TERMS):
+    reading_feats = needing("img_feats", cfg.loss.active)
+    if cfg.model.image_input == "pixels" and reading_feats:
         raise ConfigError(
-            "masked region modelling needs region features, but model.image_input=pixels; "
-            "use --loss itm+mlm (or set the loss.weights.mrm-* to 0)"
+            f"{' / '.join(reading_feats)} need {INPUTS['img_feats']}, but model.image_input=pixels; "
+            f"use --loss itm+mlm (or set loss.weights.{reading_feats[0]} and the others to 0)"
         )
     if cfg.val_dir and cfg.train.holdout_images:
         raise ConfigError("give either --val DIR or train.holdout_images, not both")

@@ -18,8 +18,6 @@ from ..run.config import (
     ITM_INPUTS,
     ITM_NEGATIVES,
     ITM_SWAP,
-    LOSS_TERMS,
-    MRM_TERMS,
     RESUMABLE_CHANGES,
     SCHEDULES,
     LossConfig,
@@ -30,6 +28,7 @@ from ..run.config import (
     load_run_config,
     run_config_from_dict,
 )
+from ..run.terms import LOSS_TERMS, MRM_TERMS
 
 
 def loss_config(name: str, **overrides: Any) -> LossConfig:

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from ..config import ConfigError
 from ..model.heads import match_score
 from ..model.inputs import pair_up
-from ..run.config import MRM_TERMS, LossConfig
+from ..run.config import LossConfig
+from ..run.terms import INPUTS, TERMS
 from .masking import image_ids, itm_negatives, mask_regions, mask_words
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on the learned temperature
@@ -161,7 +162,7 @@ class PretrainingLoss:
         similarity = None
         if w("itc"):  # before the fused pass: its caption-to-image logits pick itc-mined ITM negatives
             terms["itc"], similarity = self.dual_term(model, batch, with_similarity=cfg.itm_negatives == "itc")
-        if any(w(t) for t in ("itm", "mlm", *MRM_TERMS)):
+        if any(TERMS[t].fused for t in cfg.active):
             terms.update(self.fused_terms(model, batch, similarity))
         if w("itm-contrastive"):
             if model.config.is_dual:  # the same InfoNCE as itc on a dual model: computed once
@@ -193,7 +194,7 @@ class PretrainingLoss:
         step). ``similarity``: the batch's (B, B) caption-to-image logits from the ``itc`` term, for
         ``loss.itm_negatives=itc``."""
         cfg, w = self.cfg, self.cfg.weight
-        needs_masking = w("mlm") or any(w(t) for t in MRM_TERMS)
+        needs_masking = any(TERMS[t].masks for t in cfg.active)
         if w("itm"):
             x, labels = itm_negatives(batch, cfg.itm_neg_ratio, cfg.itm_swap, cfg.itm_negatives, similarity)
             if cfg.itm_inputs == "masked" or not needs_masking:
@@ -208,38 +209,50 @@ class PretrainingLoss:
     def masked_terms(self, model: torch.nn.Module, x: dict, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """One forward pass over ``x`` with words and regions masked: MLM and MRM at the targets of matched
         pairs, and ITM against ``labels`` (1 = matched) unless ``labels`` is None (then every pair is matched)."""
-        cfg, w = self.cfg, self.cfg.weight
-        with_itm = labels is not None
+        cfg = self.cfg
+        fused = [t for t in cfg.active if TERMS[t].fused and (t != "itm" or labels is not None)]
         if labels is None:
             labels = torch.ones_like(x["text_ids"][:, 0])
+        check_inputs(x, fused)
         # Inputs are masked in every pair, matched or not (masking only matched pairs would tell the ITM head
         # the answer); predictions and losses are made only at the targets of matched pairs.
         matched = labels.bool()  # (B,)
-        ids, feats = x["text_ids"], x.get("img_feats")
-        if w("mlm"):
-            if x.get("text_word_ids") is None:
-                raise ValueError("mlm needs batch['text_word_ids'] (the word of each piece) for whole-word masking")
+        clean = {"itm_labels": labels, "text_ids": x["text_ids"], "img_feats": x.get("img_feats")}
+        masks = {TERMS[t].masks for t in fused}
+        if "words" in masks:
             x["text_ids"], masked = mask_words(
-                ids, x["text_word_ids"], cfg.mlm_prob, cfg.mask_token_id, model.config.vocab_size,
+                x["text_ids"], x["text_word_ids"], cfg.mlm_prob, cfg.mask_token_id, model.config.vocab_size,
                 vocab_ids=model.text_embed.kept_ids,
             )  # fmt: skip
             x["mlm_mask"] = masked & matched[:, None]  # (B, T)
-        mrm = [t for t in MRM_TERMS if w(t)]
-        if mrm:
-            if ("mrm-kl" in mrm or "mrm-cls" in mrm) and x.get("img_cls") is None:
-                raise ConfigError("mrm-kl / mrm-cls need region class distributions (the data has none); use mrm-reg")
-            x["img_feats"], masked = mask_regions(feats, x["img_mask"], cfg.mrm_prob)
+        if "regions" in masks:
+            x["img_feats"], masked = mask_regions(x["img_feats"], x["img_mask"], cfg.mrm_prob)
             x["mrm_mask"] = masked & matched[:, None]  # (B, R)
         out = model(x, full_states=False)  # the last layer only where the heads read
-        terms = {}
-        if with_itm:
-            terms["itm"] = itm_loss(out, labels)
-        if w("mlm"):
-            terms["mlm"] = mlm_loss(out["mlm_logits"], model.text_embed.word_rows(ids[x["mlm_mask"]]))
-        if "mrm-kl" in mrm:
-            terms["mrm-kl"] = mrm_kl_loss(out["mrm_logits"], x["img_cls"][x["mrm_mask"]])
-        if "mrm-cls" in mrm:
-            terms["mrm-cls"] = mrm_cls_loss(out["mrm_logits"], x["img_cls"][x["mrm_mask"]])
-        if "mrm-reg" in mrm:
-            terms["mrm-reg"] = mrm_reg_loss(out["mrm_feats"], feats[x["mrm_mask"]])
-        return terms
+        return {t: FUSED_LOSSES[t](model, out, x, clean) for t in fused}
+
+
+def check_inputs(x: dict, terms: list[str]) -> None:
+    """Each of ``terms`` finds the batch keys it reads (``LossTerm.needs``); region class distributions come from
+    the data (a :class:`ConfigError`), the word of each piece from the collator (a ``ValueError``, a bug)."""
+    for key, error, way_out in (
+        ("text_word_ids", ValueError, "collate the captions with collate_texts"),
+        ("img_cls", ConfigError, "use mrm-reg"),
+        ("img_feats", ConfigError, "use --loss itm+mlm"),
+    ):
+        users = [t for t in terms if key in TERMS[t].needs]
+        if users and x.get(key) is None:
+            raise error(f"{' / '.join(users)} need {INPUTS[key]}; the batch has none ({way_out})")
+
+
+# The terms of the shared forward pass: ``(model, out, x, clean) -> loss`` from the model's outputs ``out`` on the
+# masked inputs ``x`` and ``clean``, the inputs before masking and the ITM labels.
+FUSED_LOSSES = {
+    "itm": lambda model, out, x, clean: itm_loss(out, clean["itm_labels"]),
+    "mlm": lambda model, out, x, clean: mlm_loss(
+        out["mlm_logits"], model.text_embed.word_rows(clean["text_ids"][x["mlm_mask"]])
+    ),
+    "mrm-kl": lambda model, out, x, clean: mrm_kl_loss(out["mrm_logits"], x["img_cls"][x["mrm_mask"]]),
+    "mrm-cls": lambda model, out, x, clean: mrm_cls_loss(out["mrm_logits"], x["img_cls"][x["mrm_mask"]]),
+    "mrm-reg": lambda model, out, x, clean: mrm_reg_loss(out["mrm_feats"], clean["img_feats"][x["mrm_mask"]]),
+}

@@ -38,6 +38,7 @@ from ..errors import MmtlabError
 from ..model import build_from_config, compile_fn
 from ..run.config import RESUMABLE_CHANGES, RunConfig, TrainConfig, config_differences, load_run_config
 from ..run.load import load_run
+from ..run.terms import needing
 from .checkpoint import (
     drop_previous,
     latest_checkpoint,
@@ -96,17 +97,17 @@ def micro_batching(cfg: RunConfig, world: int) -> tuple[int, int]:
 def check_data(cfg: RunConfig, stores: list) -> None:
     """The stores fit the model and the losses (one-line errors naming both sides)."""
     m = cfg.model
+    reading_cls = needing("img_cls", cfg.loss.active)
     for s in stores:
         if s.meta["feat_dim"] != m.feat_dim and m.image_input == "regions":
             raise ConfigError(
                 f"{s.path}: region features have width {s.meta['feat_dim']}, but model.feat_dim={m.feat_dim}"
             )
-        needs_cls = cfg.loss.weight("mrm-kl") or cfg.loss.weight("mrm-cls")
-        if needs_cls and not s.has_classes:
+        if reading_cls and not s.has_classes:
             raise ConfigError(
-                f"{s.path}: no region class distributions, needed by mrm-kl / mrm-cls; use loss.weights.mrm-reg"
+                f"{s.path}: no region class distributions, needed by {' / '.join(reading_cls)}; use loss.weights.mrm-reg"
             )
-        if needs_cls and s.meta["n_classes"] != m.n_region_classes:
+        if reading_cls and s.meta["n_classes"] != m.n_region_classes:
             raise ConfigError(
                 f"{s.path}: {s.meta['n_classes']} region classes, but model.n_region_classes={m.n_region_classes}"
             )
