@@ -148,3 +148,37 @@ def test_each_scale_has_its_training_recipe_and_overrides_win(tmp_path):
     assert mine.train.grad_clip == recipe["train.grad_clip"]
     save_yaml(tiny, tmp_path / "config.yaml")
     assert load_run_config(tmp_path) == tiny
+
+
+def test_choices_come_from_one_list_each():
+    """Scales, sampling modes and scorers are each listed once; the command line and the grid check read them."""
+    from mmtlab.cli import build_parser
+    from mmtlab.data.config import SAMPLING
+    from mmtlab.eval import SCORERS
+    from mmtlab.presets import SCALES
+    from mmtlab.study.grid import parse_grid
+
+    def choices(*command: str, option: str) -> tuple:
+        parser = build_parser()
+        for name in command:
+            parser = next(a for a in parser._actions if a.dest.endswith("command")).choices[name]
+        return tuple(next(a for a in parser._actions if option in a.option_strings).choices)
+
+    assert choices("train", option="--scale") == SCALES
+    assert choices("eval", "retrieval", option="--scorer") == SCORERS
+    grid = {"data": ["coco"], "attention": ["merged"]}
+    for key, value, names in (("scale", "huge", SCALES), ("eval", {"scorer": "best"}, SCORERS)):
+        with pytest.raises(ConfigError, match=", ".join(names)):
+            parse_grid({**grid, key: value})
+    mix = {"datasets": {"a": {"style": "coco"}, "b": {"mix": ["a"], "sampling": "x"}}, "data": ["b"]}
+    with pytest.raises(ConfigError, match=", ".join(SAMPLING)):
+        parse_grid({**grid, **mix})
+
+
+def test_config_keeps_exporting_what_moved():
+    import mmtlab.config as config
+    from mmtlab import errors, files, typed_config
+
+    assert config.ConfigError is errors.ConfigError
+    assert config.from_dict is typed_config.from_dict and config.apply_overrides is typed_config.apply_overrides
+    assert config.load_yaml is files.load_yaml and config.write_json is files.write_json

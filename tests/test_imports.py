@@ -24,7 +24,9 @@ PKG = "mmtlab"
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
     "progress": set(),
-    "config": {"errors"},
+    "typed_config": {"errors"},
+    "files": {"errors"},
+    "config": {"errors", "typed_config", "files"},
     "assets": {"config"},
     "cpu": {"config"},
     "device": {"config"},
@@ -39,6 +41,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "bench": {"config", "cpu", "device", "model", "train"},
     "mmtlab": {"presets", "model"},
 }
+for _allowed in MAY_IMPORT.values():  # config re-exports typed_config and files: who may import one may import all
+    if "config" in _allowed:
+        _allowed |= {"typed_config", "files"}
 MAY_IMPORT["cli"] = set(MAY_IMPORT) - {"mmtlab"}  # the command line: everything below it
 
 

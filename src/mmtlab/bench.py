@@ -611,7 +611,7 @@ def _csv(value: str) -> tuple[str, ...]:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import sys
 
-    from .config import write_json
+    from .files import write_json
 
     out = Path(args.out) if args.out else None
 

@@ -5,7 +5,8 @@ is a :class:`MmtlabError`; its message names the file or key and the way out. Th
 such an error as one line and exits 2; any other exception is a bug and keeps its traceback (exit 1).
 
 The concrete classes live next to the code that raises them and (but for :class:`StorageError`) keep ``ValueError`` as a second base, so
-``except ValueError`` in library code and tests goes on working: :class:`mmtlab.config.ConfigError`,
+``except ValueError`` in library code and tests goes on working: :class:`ConfigError` here (re-exported by
+:mod:`mmtlab.config`),
 :class:`mmtlab.data.store.DataError`, :class:`mmtlab.train.trainer.TrainingError`,
 :class:`mmtlab.eval.metrics.EvalError`, and :class:`StorageError` here.
 """
@@ -23,6 +24,10 @@ ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.
 
 class MmtlabError(Exception):
     """Base of every error a user can fix; the message names the file or key and what to do."""
+
+
+class ConfigError(MmtlabError, ValueError):
+    """A configuration key or value is invalid. The message names the key and the valid choices."""
 
 
 class StorageError(MmtlabError):
@@ -55,4 +60,4 @@ def one_line(e: BaseException) -> str:
     return text
 
 
-__all__ = ["MmtlabError", "StorageError", "ENVIRONMENT_ERRNOS", "writing", "user_fixable", "one_line"]
+__all__ = ["MmtlabError", "ConfigError", "StorageError", "ENVIRONMENT_ERRNOS", "writing", "user_fixable", "one_line"]

@@ -7,6 +7,8 @@ neither the data layer nor the trainer, which :func:`evaluate_retrieval` and :fu
 
 import importlib
 
+SCORERS = ("exhaustive", "rerank", "dual")  # the ways to score a split (mmtlab.eval.retrieval.SCORE_SPLIT)
+
 _LAZY = {
     "EvalError": "metrics",
     "retrieval_metrics": "metrics",
@@ -22,4 +24,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = list(_LAZY)
+__all__ = ["SCORERS", *_LAZY]

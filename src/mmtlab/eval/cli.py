@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..cpu import add_threads_option
+from . import SCORERS
 
 EVAL_EXAMPLE = """examples:
   mmtlab eval retrieval --run runs/merged --data data/flickr --out runs/merged/flickr.json
@@ -45,7 +46,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--scorer",
         default=None,
-        choices=("exhaustive", "rerank", "dual"),
+        choices=SCORERS,
         help="exhaustive: every pair through the ITM head (the paper's protocol); rerank: shortlist by "
         "embeddings, ITM on the top k; dual: embedding cosine only (default: exhaustive, or dual for "
         "a run that trained no ITM head, e.g. preset baseline)",

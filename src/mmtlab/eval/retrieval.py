@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
-from ..config import write_json
 from ..cpu import keep_freed_memory
+from ..files import write_json
 from ..model.compile import compile_fn
 from ..run.terms import training
+from . import SCORERS
 from .metrics import EvalError, recall_caps, retrieval_metrics
 from .scorers import (
     dual_scores,
@@ -30,7 +31,6 @@ from .scorers import (
     rerank_scores,
 )
 
-SCORERS = ("exhaustive", "rerank", "dual")
 PROTOCOLS = ("zero-shot", "fine-tuned")
 
 

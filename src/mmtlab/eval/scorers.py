@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..device import autocast
+from ..files import write_atomic
 from .metrics import EvalError
 
 # (caption indices (B,), text_ids (B, T), text_mask (B, T))
@@ -223,14 +224,7 @@ class ChunkDir:
                     "delete it or write the results elsewhere"
                 )
         else:
-            self._write_atomic(meta_file, lambda f: f.write(json.dumps(meta, indent=1).encode()))
-
-    @staticmethod
-    def _write_atomic(path: Path, write: Callable) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            write(f)
-        tmp.replace(path)
+            write_atomic(meta_file, lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
     def file(self, j: int) -> Path:
         return self.path / f"chunk_{j:06d}.pt"
@@ -239,7 +233,7 @@ class ChunkDir:
         return self.file(j).exists()
 
     def save(self, j: int, captions: torch.Tensor, scores: torch.Tensor) -> None:
-        self._write_atomic(self.file(j), lambda f: torch.save({"captions": captions, "scores": scores}, f))
+        write_atomic(self.file(j), lambda f: torch.save({"captions": captions, "scores": scores}, f))
 
     def load(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Chunk ``j``; a damaged chunk (a truncated file, not written by mmtlab) is an EvalError naming it."""

@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, ModelConfig, from_dict
+from ..config import ConfigError, ModelConfig
+from ..typed_config import from_dict
 
 SCALES = ("paper", "tiny")
 DEFAULT_LOSS = "itm+mlm+mrm"

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, ModelConfig, from_dict, load_yaml
+from ..config import ConfigError, ModelConfig
 from ..data.config import DataConfig
+from ..files import load_yaml
+from ..typed_config import from_dict
 from .terms import INPUTS, LOSS_TERMS, needing
 
 ITM_SWAP = ("image", "caption", "either")

@@ -10,7 +10,8 @@ from ..cpu import add_threads_option
 def _cmd_study(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..config import ConfigError, load_yaml
+    from ..config import ConfigError
+    from ..files import load_yaml
     from .grid import load_grid, parse_grid
     from .report import write_report
     from .runner import run_study

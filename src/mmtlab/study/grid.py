@@ -47,8 +47,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, parse_yaml
-from ..presets import list_loss_sets, list_presets, preset_info
+from ..config import ConfigError
+from ..data.config import SAMPLING
+from ..eval import SCORERS
+from ..files import parse_yaml
+from ..presets import SCALES, list_loss_sets, list_presets, preset_info
 
 AXES = ("data", "preset", "loss")
 FLAT_KEYS = {
@@ -152,8 +155,8 @@ def _check_dataset(name: str, spec: Any, names: list[str]) -> dict[str, Any]:
                 raise ConfigError(
                     f"grid: datasets.{name}: unknown dataset {member!r} in mix; {_names('datasets', names)}"
                 )
-        if spec.get("sampling", "instance") not in ("instance", "dataset"):
-            raise ConfigError(f"grid: datasets.{name}: sampling {spec['sampling']!r}; valid: instance, dataset")
+        if spec.get("sampling", "instance") not in SAMPLING:
+            raise ConfigError(f"grid: datasets.{name}: sampling {spec['sampling']!r}; valid: {', '.join(SAMPLING)}")
     return dict(spec)
 
 
@@ -200,8 +203,8 @@ def parse_grid(raw: dict[str, Any]) -> Grid:
             f"(or the flat form's {', '.join(FLAT_KEYS)})"
         )
     scale = raw.get("scale", "tiny")
-    if scale not in ("paper", "tiny"):
-        raise ConfigError(f"grid: scale {scale!r}; valid scales: paper, tiny")
+    if scale not in SCALES:
+        raise ConfigError(f"grid: scale {scale!r}; valid scales: {', '.join(SCALES)}")
     datasets_raw = raw.get("datasets") or {}
     names = list(datasets_raw)
     datasets = {n: _check_dataset(n, s, names) for n, s in datasets_raw.items()}
@@ -214,6 +217,8 @@ def parse_grid(raw: dict[str, Any]) -> Grid:
             f"grid: eval.data {ev.get('data')!r} must name a (non-mixture) dataset; {_names('datasets', names)}"
         )
     ev.setdefault("scorer", "exhaustive")
+    if ev["scorer"] not in SCORERS:
+        raise ConfigError(f"grid: eval.scorer {ev['scorer']!r}; valid: {', '.join(SCORERS)}")
     ev.setdefault("split", "test")
     presets, losses = list_presets(), list_loss_sets()
     seeds = [int(s) for s in _as_list(raw.get("seeds", [0]), "seeds")]

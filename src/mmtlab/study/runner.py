@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ..config import write_json
+from ..files import write_json
 from .grid import Cell, Grid
 from .jobs import run_jobs
 from .layout import dataset_dir, load_records, record_path

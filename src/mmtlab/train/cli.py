@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from ..cpu import add_threads_option
+from ..presets import SCALES
 
 EXAMPLE = """examples:
   mmtlab train --preset merged --loss itm+mlm+mrm --data data/coco --scale tiny --out runs/merged
@@ -40,7 +41,7 @@ def register(subparsers) -> None:
         help="a store; several (--data A B, or --data A --data B) for a mixture",
     )
     p.add_argument("--val", default=None, metavar="DIR", help="held-out store for the ITM accuracy")
-    p.add_argument("--scale", default=None, choices=("paper", "tiny"), help="model scale (default paper)")
+    p.add_argument("--scale", default=None, choices=SCALES, help="model scale (default paper)")
     p.add_argument("--out", default=None, metavar="RUN", help="new run directory")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the run in RUN from its checkpoint")
     add_threads_option(p)
@@ -73,7 +74,8 @@ def register(subparsers) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..config import ConfigError, parse_overrides
+    from ..config import ConfigError
+    from ..typed_config import parse_overrides
     from .config import load_run_config, make_run_config
 
     # `--data A B key=value`: argparse hands the overrides after a list of stores to --data
@@ -113,8 +115,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _resumed_config(saved, overrides: dict):
     """The saved run config with the (resume-safe) overrides applied; the trainer checks which may change."""
-    from ..config import apply_overrides
     from ..run.config import check_run_config
+    from ..typed_config import apply_overrides
 
     cfg = apply_overrides(saved, overrides)
     check_run_config(cfg)
@@ -122,7 +124,8 @@ def _resumed_config(saved, overrides: dict):
 
 
 def _cmd_finetune_retrieval(args: argparse.Namespace) -> int:
-    from ..config import ConfigError, parse_overrides
+    from ..config import ConfigError
+    from ..typed_config import parse_overrides
     from .finetune import finetune_retrieval
 
     overrides = parse_overrides(args.overrides)

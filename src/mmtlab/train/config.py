@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, ModelConfig, apply_overrides, from_dict
+from ..config import ConfigError, ModelConfig
 from ..presets import SCALES, loss_set, model_config, preset_info, scale_recipe
 from ..run.config import (
     DEVICES,
@@ -29,6 +29,7 @@ from ..run.config import (
     run_config_from_dict,
 )
 from ..run.terms import LOSS_TERMS, MRM_TERMS
+from ..typed_config import apply_overrides, from_dict
 
 
 def loss_config(name: str, **overrides: Any) -> LossConfig:

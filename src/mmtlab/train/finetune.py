@@ -103,9 +103,9 @@ def finetune_retrieval(
     :data:`FINETUNE_DEFAULTS` and take ``overrides`` (``{"train.steps": "300", ...}``). ``resume`` continues an
     interrupted fine-tuning run in ``out``.
     """
-    from ..config import apply_overrides
     from ..data.store import open_store
     from ..run.config import check_run_config, load_run_config
+    from ..typed_config import apply_overrides
     from .trainer import train
 
     out = Path(out)

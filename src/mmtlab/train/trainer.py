@@ -28,13 +28,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import ConfigError, save_yaml
+from ..config import ConfigError
 from ..cpu import keep_freed_memory
 from ..data.loader import build_train_loader
 from ..data.store import Store, open_store
 from ..data.tokenizer import caption_vocabulary
 from ..device import Dist, autocast, init_distributed, pick_device
 from ..errors import MmtlabError
+from ..files import save_yaml
 from ..model import build_from_config, compile_fn
 from ..run.config import RESUMABLE_CHANGES, RunConfig, TrainConfig, config_differences, load_run_config
 from ..run.load import load_run
