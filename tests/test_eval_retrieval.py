@@ -283,3 +283,10 @@ def test_cpu_scoring_keeps_freed_memory_for_reuse():
 
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is glibc
+
+
+def test_each_scorer_is_one_function_behind_the_table():
+    from mmtlab.eval import SCORERS
+    from mmtlab.eval.retrieval import SCORE_SPLIT
+
+    assert tuple(SCORE_SPLIT) == SCORERS

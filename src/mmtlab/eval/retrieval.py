@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,101 @@ def _dist() -> tuple[int, int, Any]:
     return 0, 1, None
 
 
+# ---------------------------------------------------------------------------------------------- scorers
+@dataclass
+class Split:
+    """What every scorer reads: the model, the split's caption and image batches and its size, and the options."""
+
+    model: Any
+    texts: Any  # :data:`~mmtlab.eval.scorers.TextBatches`
+    images: Any  # :data:`~mmtlab.eval.scorers.ImageBatches`
+    nc: int
+    ni: int
+    caption_image: torch.Tensor  # (nc,)
+    batch_size: int
+    k: int
+    shortlist_model: Any
+    embed_layers: int | None
+    chunk_size: int
+    work_dir: Path | None
+    work_meta: dict  # what must match to reuse saved chunks
+    bar: bool  # show a progress bar (rank 0 only)
+
+
+@dataclass
+class Scored:
+    """A scorer's metrics, what it adds to the results (``score``, ``k``, ...), its notes, and the pairs it sent
+    through the cross-encoder (``pairs``, all ranks) and scored here (``scored``, for the pairs/s rate)."""
+
+    metrics: dict
+    info: dict
+    notes: list[str] = field(default_factory=list)
+    pairs: int = 0
+    scored: int = 0
+
+
+def score_exhaustive(split: Split) -> Scored:
+    """Every pair through the ITM head, score chunks kept in ``work_dir``; captions split over ``torchrun`` ranks."""
+    model, nc, ni = split.model, split.nc, split.ni
+    rank, world, barrier = _dist()
+    t, v = encode_texts(model, split.texts, nc), encode_images(model, split.images, ni)
+    with _progress_bar(nc * ni, split.bar) as bar:
+        scores, scored = exhaustive_scores(
+            model, t, v, split.batch_size, chunk_size=split.chunk_size, work_dir=split.work_dir,
+            meta=split.work_meta, rank=rank, world_size=world, progress=bar, barrier=barrier,
+        )  # fmt: skip
+    pairs, notes = nc * ni, []
+    if world == 1 and scored < pairs:
+        notes.append(f"resumed: {pairs - scored} of {pairs} pairs read from {split.work_dir}")
+    if world > 1:
+        notes.append(f"captions split over {world} ranks (pairs/s estimated from rank 0)")
+        scored *= world
+    metrics = retrieval_metrics(scores, split.caption_image)
+    return Scored(metrics, {"score": "ITM match log-odds, every pair"}, notes, pairs, scored)
+
+
+def _similarity(split: Split) -> tuple[torch.Tensor, dict]:
+    """The (nc, ni) embedding cosine and what made it (the ``embedding`` / ``shortlist`` results entry)."""
+    emb_model = split.shortlist_model if split.shortlist_model is not None else split.model
+    emb_model.eval()
+    n_layers = None if split.shortlist_model is not None else split.embed_layers
+    if not emb_model.config.is_dual and n_layers is None:
+        n_layers = emb_model.config.layers
+    text_vec, img_vec = embeddings(emb_model, split.texts, split.images, split.nc, split.ni, n_layers=n_layers)
+    embedding = {
+        "source": "shortlist run" if split.shortlist_model is not None else "this run",
+        "schedule": emb_model.config.schedule,
+        "layers": n_layers if n_layers is not None else emb_model.config.layers,
+        "what": "cosine of proj.embed_text([CLS]) and proj.embed_image(global token)"
+        + ("" if emb_model.config.is_dual else " on the unimodal view (layers run as U)"),
+    }
+    return dual_scores(text_vec, img_vec), embedding  # (nc, ni)
+
+
+def score_dual(split: Split) -> Scored:
+    """Embedding cosine only."""
+    sim, embedding = _similarity(split)
+    return Scored(retrieval_metrics(sim, split.caption_image), {"score": "embedding cosine", "embedding": embedding})
+
+
+def score_rerank(split: Split) -> Scored:
+    """A shortlist of ``k`` per query by embedding cosine, then the ITM head on it."""
+    sim, embedding = _similarity(split)
+    model, nc, ni, k = split.model, split.nc, split.ni, split.k
+    t, v = encode_texts(model, split.texts, nc), encode_images(model, split.images, ni)
+    with _progress_bar(nc * min(k, ni) + ni * min(k, nc), split.bar) as bar:
+        rr = rerank_scores(model, t, v, sim, k, split.batch_size, progress=bar)
+    m_t2i = retrieval_metrics(rr.text_to_image, split.caption_image)
+    m_i2t = retrieval_metrics(rr.image_to_text, split.caption_image)
+    metrics = {**m_t2i, "image_to_text": m_i2t["image_to_text"]}
+    info = {"k": k, "shortlist": embedding, "score": f"ITM match log-odds of the top {k} by embedding cosine"}
+    notes = [f"k={k} < 10: ranks beyond {k} come from the embedding similarity alone"] if k < 10 else []
+    return Scored(metrics, info, notes, rr.pairs_scored, rr.pairs_scored)
+
+
+SCORE_SPLIT = {"exhaustive": score_exhaustive, "rerank": score_rerank, "dual": score_dual}  # keys: SCORERS
+
+
 # ---------------------------------------------------------------------------------------------- evaluate
 @torch.inference_mode()
 def evaluate_retrieval(
@@ -160,12 +256,12 @@ def evaluate_retrieval(
     """Retrieval results (docs/design.md, "Results files") of ``model`` on ``store`` (a split view).
 
     ``scorer``: ``exhaustive`` (every pair, ITM match log-odds), ``rerank`` (shortlist of ``k`` by embedding
-    cosine, then the ITM head) or ``dual`` (embedding cosine). Embeddings come from ``shortlist_model`` when
-    given (a dual encoder), else from ``model``'s projection head on its unimodal view with ``embed_layers``
-    layers (default: all). ``batch_size`` is pairs per forward (default 4096 on CUDA, 512 on CPU).
-    ``work_dir`` keeps exhaustive score chunks so an interrupted run resumes; they are reused only for the same
-    weights (a fingerprint), split size and input limits, plus whatever ``work_meta`` adds.
-    Under ``torchrun`` (an initialised process group) the exhaustive scorer splits the captions over ranks.
+    cosine, then the ITM head) or ``dual`` (embedding cosine): one function each in :data:`SCORE_SPLIT`.
+    Embeddings come from ``shortlist_model`` when given (a dual encoder), else from ``model``'s projection head on
+    its unimodal view with ``embed_layers`` layers (default: all). ``batch_size`` is pairs per forward (default
+    4096 on CUDA, 512 on CPU). ``work_dir`` keeps exhaustive score chunks so an interrupted run resumes; they are
+    reused only for the same weights (a fingerprint), split size and input limits, plus whatever ``work_meta``
+    adds. Under ``torchrun`` (an initialised process group) the exhaustive scorer splits the captions over ranks.
     This function does not check that the model's heads were trained: see :func:`check_scorer`.
     """
     if scorer not in SCORERS:
@@ -183,95 +279,47 @@ def evaluate_retrieval(
     device = model_device(model)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults per batch of pairs
-    batch_size = batch_size or (4096 if device.type == "cuda" else 512)
-    rank, world, barrier = _dist()
-    pixels = model.config.image_input == "pixels"
     captions = list(store.captions)
     encodings = tokenizer.encode_batch(captions)
-    texts = _text_batches(captions, encodings, tokenizer, encode_batch_size, max_text_len)
-    images = _image_batches(store, encode_batch_size, max_regions, pixels)
-    caption_image = torch.as_tensor(store.caption_image)
     caps = recall_caps([_model_text(e.ids, max_text_len) for e in encodings], store.caption_image)
+    split = Split(
+        model=model, texts=_text_batches(captions, encodings, tokenizer, encode_batch_size, max_text_len),
+        images=_image_batches(store, encode_batch_size, max_regions, model.config.image_input == "pixels"),
+        nc=nc, ni=ni, caption_image=torch.as_tensor(store.caption_image),
+        batch_size=batch_size or (4096 if device.type == "cuda" else 512), k=k, shortlist_model=shortlist_model,
+        embed_layers=embed_layers, chunk_size=chunk_size, work_dir=Path(work_dir) if work_dir else None,
+        work_meta={**(work_meta or {}), "weights": fingerprint(model), "max_text_len": max_text_len,
+                   "max_regions": max_regions, "device_type": device.type} if scorer == "exhaustive" else {},
+        bar=progress and _dist()[0] == 0,
+    )  # fmt: skip
 
     start = time.perf_counter()
-    result: dict[str, Any] = {"protocol": protocol, "scorer": scorer}
-    notes: list[str] = []
-    if scorer == "exhaustive":
-        t, v = encode_texts(model, texts, nc), encode_images(model, images, ni)
-        meta = {
-            **(work_meta or {}),
-            "weights": fingerprint(model),
-            "max_text_len": max_text_len,
-            "max_regions": max_regions,
-            "device_type": device.type,
-        }  # what must match to reuse saved chunks
-        with _progress_bar(nc * ni, progress and rank == 0) as bar:
-            scores, scored = exhaustive_scores(
-                model, t, v, batch_size, chunk_size=chunk_size, work_dir=Path(work_dir) if work_dir else None,
-                meta=meta, rank=rank, world_size=world, progress=bar, barrier=barrier,
-            )  # fmt: skip
-        metrics = retrieval_metrics(scores, caption_image)
-        pairs = nc * ni
-        result["score"] = "ITM match log-odds, every pair"
-        if world == 1 and scored < pairs:
-            notes.append(f"resumed: {pairs - scored} of {pairs} pairs read from {work_dir}")
-        if world > 1:
-            notes.append(f"captions split over {world} ranks (pairs/s estimated from rank 0)")
-            scored *= world
-    else:
-        emb_model = shortlist_model if shortlist_model is not None else model
-        emb_model.eval()
-        n_layers = None if shortlist_model is not None else embed_layers
-        if not emb_model.config.is_dual and n_layers is None:
-            n_layers = emb_model.config.layers
-        text_vec, img_vec = embeddings(emb_model, texts, images, nc, ni, n_layers=n_layers)
-        sim = dual_scores(text_vec, img_vec)  # (Nc, Ni)
-        source = "shortlist run" if shortlist_model is not None else "this run"
-        embedding = {
-            "source": source,
-            "schedule": emb_model.config.schedule,
-            "layers": n_layers if n_layers is not None else emb_model.config.layers,
-            "what": "cosine of proj.embed_text([CLS]) and proj.embed_image(global token)"
-            + ("" if emb_model.config.is_dual else " on the unimodal view (layers run as U)"),
-        }
-        if scorer == "dual":
-            metrics = retrieval_metrics(sim, caption_image)
-            pairs = scored = 0
-            result["score"] = "embedding cosine"
-            result["embedding"] = embedding
-        else:
-            t, v = encode_texts(model, texts, nc), encode_images(model, images, ni)
-            with _progress_bar(nc * min(k, ni) + ni * min(k, nc), progress and rank == 0) as bar:
-                rr = rerank_scores(model, t, v, sim, k, batch_size, progress=bar)
-            m_t2i = retrieval_metrics(rr.text_to_image, caption_image)
-            m_i2t = retrieval_metrics(rr.image_to_text, caption_image)
-            metrics = {**m_t2i, "image_to_text": m_i2t["image_to_text"]}
-            pairs = scored = rr.pairs_scored
-            result.update(k=k, shortlist=embedding, score=f"ITM match log-odds of the top {k} by embedding cosine")
-            if k < 10:
-                notes.append(f"k={k} < 10: ranks beyond {k} come from the embedding similarity alone")
+    scored = SCORE_SPLIT[scorer](split)
     seconds = time.perf_counter() - start
-    notes = metrics.pop("notes") + notes
+    metrics = dict(scored.metrics)
+    notes = metrics.pop("notes") + scored.notes
     if caps["captions_sharing_text"]:
         notes.append(
             f"{caps['captions_sharing_text']} captions share their text with a caption of another image: R@1 can be at "
             f"most {caps['text_to_image']:.2f} (text->image) and {caps['image_to_text']:.2f} (image->text) "
             "under the pessimistic tie rule (r1_cap)"
         )
-    result.update(
-        n_images=metrics.pop("n_images"),
-        n_captions=metrics.pop("n_captions"),
+    return {
+        "protocol": protocol,
+        "scorer": scorer,
+        **scored.info,
+        "n_images": metrics.pop("n_images"),
+        "n_captions": metrics.pop("n_captions"),
         **metrics,
-        r1_cap=caps,
-        seconds=round(seconds, 3),
-        pairs_scored=pairs,
-        pairs_total=nc * ni,
-        pairs_per_second=round(scored / seconds, 1) if scored else None,
-        device=str(device),
-        precision="bf16 autocast" if device.type == "cuda" else "fp32",
-        notes=notes,
-    )
-    return result
+        "r1_cap": caps,
+        "seconds": round(seconds, 3),
+        "pairs_scored": scored.pairs,
+        "pairs_total": nc * ni,
+        "pairs_per_second": round(scored.scored / seconds, 1) if scored.scored else None,
+        "device": str(device),
+        "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+        "notes": notes,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- a run
