@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mmtlab import bench
+from mmtlab.bench.ours import _ours_flops
 from mmtlab.cli import main
 from mmtlab.config import ConfigError
 
@@ -66,7 +67,7 @@ def test_bench_json_has_fields_and_positive_numbers(results):
 
 
 def test_mlm_positions_and_score_block():
-    shape = bench.SHAPES["base"]
+    shape = bench.bench_shape("paper")
     inputs = bench.make_inputs(shape, batch=3, device="cpu")
     # 15% of 40 word pieces = 6 per sample, never [CLS]
     assert inputs["mlm_mask"].sum(1).tolist() == [6, 6, 6]
@@ -89,13 +90,13 @@ def test_flop_formula_matches_hand_count():
     emb = (F * D + D) + (5 * D + D)  # feature and box projections
     mlm = (D * D + D + 2 * D) + V * D  # transform (dense + LayerNorm) + tied decoder
     itm = 2 * (D * D + D) + (2 * D + 2)  # two poolers + classifier
-    assert bench._ours_flops(m, shape, n) == 6 * (2 * layer * (T + R) + emb * R + mlm * n + itm)
+    assert _ours_flops(m, shape, n) == 6 * (2 * layer * (T + R) + emb * R + mlm * n + itm)
 
 
 def test_bf16_check_on_cpu():
     from mmtlab.model import build_model
 
-    shape = bench.SHAPES["tiny"]
+    shape = bench.bench_shape("tiny")
     m = build_model("single-stream", "tiny", feat_dim=shape["feat_dim"])
     check = bench.check_bf16(m, bench.make_inputs(shape, 2, "cpu"), torch.device("cpu"))
     assert check["ok"] and 0 < check["states_rel_err"] < 0.05 and 0 < check["itm_logits_rel_err"] < 0.05
@@ -118,7 +119,7 @@ def test_bf16_check_on_cpu():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(scale="huge"), "valid scales are base, tiny"),
+        (dict(scale="huge"), "valid scales are paper, tiny, base"),
         (dict(compare=("vilbert",)), "valid comparisons are visualbert, lxmert"),
         (dict(ablate=("nothing",)), "valid levers"),
         (dict(batch=0), "--batch"),
@@ -202,3 +203,14 @@ def test_peak_flops_by_card_name():
     assert bench.peak_for_name("NVIDIA H100 80GB HBM3") == 989e12 and bench.peak_for_name("NVIDIA H200") == 989e12
     assert bench.peak_for_name("NVIDIA H100 PCIe") == 756e12 and bench.peak_for_name("NVIDIA H100 NVL") == 835e12
     assert bench.peak_for_name("NVIDIA A100-SXM4-80GB") is None  # unknown: MFU needs --peak-tflops
+
+
+def test_shapes_come_from_the_model_configs_and_base_is_paper():
+    from mmtlab.presets import model_config
+
+    for scale in ("paper", "tiny"):
+        cfg = model_config("merged", scale)
+        shape = bench.bench_shape(scale)
+        assert (shape["width"], shape["heads"], shape["ffn"]) == (cfg.width, cfg.heads, cfg.ffn)
+    assert bench.bench_shape("base") == bench.bench_shape("paper") and bench.bench_scale("base") == "paper"
+    assert bench.bench_shape("paper") == dict(width=768, heads=12, ffn=3072, text_len=40, regions=36, feat_dim=2048)

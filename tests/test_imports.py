@@ -38,7 +38,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "train": {"mmtlab", "config", "errors", "cpu", "device", "progress", "presets", "data", "model", "run"},
     "eval": {"config", "errors", "cpu", "device", "progress", "data", "model", "run"},
     "study": {"config", "errors", "cpu", "presets", "data", "run", "train", "eval"},
-    "bench": {"config", "cpu", "device", "model", "train"},
+    "bench": {"config", "cpu", "device", "presets", "model", "train"},
     "mmtlab": {"presets", "model"},
 }
 for _allowed in MAY_IMPORT.values():  # config re-exports typed_config and files: who may import one may import all

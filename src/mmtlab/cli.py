@@ -20,7 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mmtlab.eval.cli",
     "mmtlab.study.cli",
     "mmtlab.features.cli",
-    "mmtlab.bench",
+    "mmtlab.bench.cli",
 )
 # Subcommands that live outside their group's package: ``data emoji`` extracts image features, so it is
 # :mod:`mmtlab.features.emoji`, and the data layer below it does not import it. (group, module)
