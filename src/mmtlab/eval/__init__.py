@@ -7,7 +7,7 @@ neither the data layer nor the trainer, which :func:`evaluate_retrieval` and :fu
 
 import importlib
 
-SCORERS = ("exhaustive", "rerank", "dual")  # the ways to score a split (mmtlab.eval.retrieval.SCORE_SPLIT)
+from .names import SCORERS
 
 _LAZY = {
     "EvalError": "metrics",

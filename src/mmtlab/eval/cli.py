@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..cpu import add_threads_option
-from . import SCORERS
+from .names import SCORERS
 
 EVAL_EXAMPLE = """examples:
   mmtlab eval retrieval --run runs/merged --data data/flickr --out runs/merged/flickr.json

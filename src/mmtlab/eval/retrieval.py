@@ -19,8 +19,8 @@ from ..cpu import keep_freed_memory
 from ..files import write_json
 from ..model.compile import compile_fn
 from ..run.terms import training
-from . import SCORERS
 from .metrics import EvalError, recall_caps, retrieval_metrics
+from .names import PROTOCOLS, SCORERS
 from .scorers import (
     dual_scores,
     embeddings,
@@ -31,8 +31,6 @@ from .scorers import (
     model_device,
     rerank_scores,
 )
-
-PROTOCOLS = ("zero-shot", "fine-tuned")
 
 
 # ------------------------------------------------------------------------------------ what a run can do
