@@ -21,7 +21,14 @@ from mmtlab.train.losses import (
     mrm_kl_loss,
     mrm_reg_loss,
 )
-from mmtlab.train.masking import choose_per_row, itm_negatives, mask_regions, mask_words, similar_caption_index
+from mmtlab.train.masking import (
+    choose_per_row,
+    itm_negatives,
+    mask_regions,
+    mask_words,
+    piece_idf,
+    similar_caption_index,
+)
 
 FEAT, CLASSES = 16, 7
 
@@ -94,6 +101,80 @@ def test_mask_words_random_replacements_come_from_the_given_vocabulary():
     new, mask = mask_words(ids, word_ids, 0.5, mask_token_id=103, vocab_size=30522, vocab_ids=kept)
     replaced = new[mask & (new != 103) & (new != ids)]
     assert replaced.numel() > 200 and torch.isin(replaced, kept).all()
+
+
+def test_choose_per_row_with_weights_draws_in_proportion():
+    """Weighted picks without replacement: one of two items with weights 3 : 1 is picked 3/4 of the time, the
+    count is unchanged, and an item of weight ~0 is picked only when nothing else is left."""
+    torch.manual_seed(0)
+    valid = torch.ones(4000, 2, dtype=torch.bool)
+    picked = choose_per_row(valid, 0.5, torch.tensor([3.0, 1.0]).expand(4000, 2))
+    assert (picked.sum(1) == 1).all()
+    assert abs(picked[:, 0].float().mean().item() - 0.75) < 0.03
+    valid = torch.tensor([[1, 1, 1, 1, 0]] * 500).bool()
+    weights = torch.tensor([1e-12, 1.0, 1.0, 1.0, 5.0]).expand(500, 5)
+    picked = choose_per_row(valid, 0.75, weights)  # round(3) = 3 of 4 valid: always the three weight-1 items
+    assert (picked.sum(1) == 3).all() and not picked[:, 0].any() and not picked[:, 4].any()
+
+
+def test_piece_idf_by_hand():
+    """idf = log((1 + B) / (1 + captions using the piece)); special tokens 0; a piece in every caption the floor."""
+    ids = torch.tensor([[101, 7, 8, 102], [101, 7, 9, 102], [101, 7, 8, 0]])
+    word_ids = torch.tensor([[-1, 0, 1, -1], [-1, 0, 1, -1], [-1, 0, 1, -1]])
+    idf = piece_idf(ids, word_ids)
+    B = 3
+    want = torch.tensor(
+        [
+            [0.0, 1e-3, math.log((1 + B) / 3), 0.0],
+            [0.0, 1e-3, math.log((1 + B) / 2), 0.0],
+            [0.0, 1e-3, math.log((1 + B) / 3), 0.0],
+        ]
+    )
+    torch.testing.assert_close(idf, want)
+
+
+def test_idf_masking_picks_rare_words_and_keeps_the_count():
+    """``loss.mlm_words=idf``: a word that is in every caption (an article) is almost never masked (weight 1e-3
+    against >= 0.68) while rarer words are left; a rare word is masked more often than a common one; the number
+    of masked words is BERT's."""
+    torch.manual_seed(0)
+    B = 64
+    ids = torch.full((B, 7), 0)
+    ids[:, 0], ids[:, 6] = 101, 102
+    ids[:, 1] = 1037  # "a" in every caption
+    ids[:, 2] = 2000 + torch.arange(B) % 2  # a word in half of the captions
+    ids[:, 3] = 3000 + torch.arange(B) % 16  # rarer words (4 captions each)
+    ids[:, 4] = 1037
+    ids[:, 5] = 5000 + torch.arange(B)  # a word of its own per caption
+    word_ids = torch.tensor([-1, 0, 1, 2, 3, 4, -1]).expand(B, 7)
+    counts = torch.zeros(5)
+    for _ in range(50):
+        _, mask = mask_words(ids, word_ids, 0.4, 103, 30522, piece_weights=piece_idf(ids, word_ids))
+        assert (mask.sum(1) == 2).all()  # round(0.4 * 5) = 2 words of one piece each
+        counts += mask[:, 1:6].sum(0).float()
+    assert counts[0] + counts[3] < 0.005 * counts.sum(), counts  # "a"
+    assert counts[4] > counts[2] > counts[1] > 0, counts
+
+
+def test_idf_masking_reaches_the_loss(monkeypatch):
+    """The trainer's loss masks by idf only when ``loss.mlm_words=idf``."""
+    seen = []
+    import mmtlab.train.losses as losses
+
+    def spy(*args, **kw):
+        seen.append(kw.get("piece_weights"))
+        return mask_words(*args, **kw)
+
+    monkeypatch.setattr(losses, "mask_words", spy)
+    model, batch = tiny_model(), random_batch()
+    for words in ("uniform", "idf"):
+        PretrainingLoss(loss_config("itm+mlm", mlm_words=words))(model, batch, 0)
+    assert seen[0] is None and seen[1] is not None and seen[1].shape == batch["text_ids"].shape
+
+
+def test_mlm_words_must_be_known():
+    with pytest.raises(ConfigError, match="loss.mlm_words: 'content'; valid: uniform, idf"):
+        loss_config("itm+mlm", mlm_words="content")
 
 
 def test_mlm_targets_are_rows_of_a_compact_vocabulary():

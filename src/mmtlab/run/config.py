@@ -22,6 +22,7 @@ from .terms import INPUTS, LOSS_TERMS, needing
 ITM_SWAP = ("image", "caption", "either")
 ITM_NEGATIVES = ("random", "similar", "itc")
 ITM_INPUTS = ("masked", "clean")
+MLM_WORDS = ("uniform", "idf")
 SCHEDULES = ("linear", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -39,6 +40,7 @@ class LossConfig:
     contrastive_k: int = 32  # cross-encoders: negatives per caption for itm-contrastive
     start: dict[str, int] = field(default_factory=dict)  # term -> first step it counts (default 0), e.g. {mlm: 200}
     mlm_prob: float = 0.15  # fraction of whole words masked (at least one per matched caption)
+    mlm_words: str = "uniform"  # which words: uniform (BERT, the paper) or idf (rarer words of the batch more often)
     mrm_prob: float = 0.15  # fraction of real regions masked (at least one per matched image)
     mask_token_id: int = 103  # [MASK] in bert-base-uncased
 
@@ -60,6 +62,8 @@ class LossConfig:
             raise ConfigError(f"loss.itm_negatives: {self.itm_negatives!r}; valid: {', '.join(ITM_NEGATIVES)}")
         if self.itm_inputs not in ITM_INPUTS:
             raise ConfigError(f"loss.itm_inputs: {self.itm_inputs!r}; valid: {', '.join(ITM_INPUTS)}")
+        if self.mlm_words not in MLM_WORDS:
+            raise ConfigError(f"loss.mlm_words: {self.mlm_words!r}; valid: {', '.join(MLM_WORDS)}")
         if self.itm_negatives == "itc" and not self.weight("itc"):
             raise ConfigError(
                 "loss.itm_negatives=itc mines negatives with the itc embeddings; give itc a weight (loss.weights.itc=...)"

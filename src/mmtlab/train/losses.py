@@ -27,7 +27,7 @@ from ..model.heads import match_score
 from ..model.inputs import pair_up
 from ..run.config import LossConfig
 from ..run.terms import INPUTS, TERMS
-from .masking import image_ids, itm_negatives, mask_regions, mask_words
+from .masking import image_ids, itm_negatives, mask_regions, mask_words, piece_idf
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on the learned temperature
 
@@ -220,9 +220,10 @@ class PretrainingLoss:
         clean = {"itm_labels": labels, "text_ids": x["text_ids"], "img_feats": x.get("img_feats")}
         masks = {TERMS[t].masks for t in fused}
         if "words" in masks:
+            idf = piece_idf(x["text_ids"], x["text_word_ids"]) if cfg.mlm_words == "idf" else None
             x["text_ids"], masked = mask_words(
                 x["text_ids"], x["text_word_ids"], cfg.mlm_prob, cfg.mask_token_id, model.config.vocab_size,
-                vocab_ids=model.text_embed.kept_ids,
+                vocab_ids=model.text_embed.kept_ids, piece_weights=idf,
             )  # fmt: skip
             x["mlm_mask"] = masked & matched[:, None]  # (B, T)
         if "regions" in masks:

@@ -11,14 +11,20 @@ import torch
 from ..model.inputs import pair_up
 
 
-def choose_per_row(valid: torch.Tensor, prob: float) -> torch.Tensor:
-    """Pick ``max(1, round(prob * n))`` of the ``n`` valid items of each row uniformly at random.
+def choose_per_row(valid: torch.Tensor, prob: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Pick ``max(1, round(prob * n))`` of the ``n`` valid items of each row, uniformly at random or, with
+    ``weights`` (B, N) > 0, without replacement with probability proportional to the weight (each draw among
+    the items not yet picked; an exponential race: the ``k`` smallest ``Exp(1) / weight``).
 
     valid: (B, N) bool. Returns (B, N) bool, a subset of ``valid``; rows with no valid item pick nothing.
     """
     n = valid.sum(1)  # (B,)
     k = torch.where(n > 0, (prob * n).round().clamp(min=1), torch.zeros_like(n))  # (B,)
-    scores = torch.rand(valid.shape, device=valid.device).masked_fill(~valid, 2.0)  # invalid items sort last
+    if weights is None:
+        scores = torch.rand(valid.shape, device=valid.device).masked_fill(~valid, 2.0)  # invalid items sort last
+    else:
+        race = -torch.rand(valid.shape, device=valid.device).clamp_min(1e-12).log() / weights  # (B, N) Exp(1) / w
+        scores = race.masked_fill(~valid, float("inf"))
     rank = scores.argsort(1).argsort(1)  # (B, N) position of each item in a random order
     return (rank < k[:, None]) & valid
 
@@ -40,17 +46,33 @@ def sample_other(logits: torch.Tensor, exclude: torch.Tensor | None = None) -> t
     return torch.multinomial(probs, 1).squeeze(1)  # (B,)
 
 
+def piece_bags(text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    """(B, V) 1.0 where caption ``b`` uses word piece ``v`` (``V`` = the largest id + 1; padding id 0 left out)."""
+    bags = torch.zeros(text_ids.shape[0], int(text_ids.max()) + 1, device=text_ids.device)
+    bags.scatter_(1, text_ids.masked_fill(~text_mask, 0), 1.0)
+    bags[:, 0] = 0.0
+    return bags
+
+
 def caption_similarity(text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
     """(B, B) Jaccard overlap of the captions' sets of word pieces, leaving out pieces that occur in more than
     half of the batch's captions (articles, ``[CLS]``, ``[SEP]``)."""
-    B, vocab = text_ids.shape[0], int(text_ids.max()) + 1
-    bags = torch.zeros(B, vocab, device=text_ids.device)
-    bags.scatter_(1, text_ids.masked_fill(~text_mask, 0), 1.0)  # (B, V) which pieces each caption uses
-    bags[:, 0] = 0.0  # padding id
+    bags = piece_bags(text_ids, text_mask)  # (B, V) which pieces each caption uses
     bags = bags * (bags.mean(0) <= 0.5)  # drop batch-level stop pieces
     inter = bags @ bags.T  # (B, B)
     n = bags.sum(1)
     return inter / (n[:, None] + n[None, :] - inter).clamp_min(1.0)
+
+
+def piece_idf(text_ids: torch.Tensor, word_ids: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
+    """(B, T) the inverse document frequency of each word piece among the batch's ``B`` captions,
+    ``log((1 + B) / (1 + captions using it))``, at least ``floor``; 0 at special and padding tokens
+    (``word_ids`` -1). A piece in every caption (an article, the full stop) gets the floor."""
+    words = word_ids >= 0  # (B, T)
+    df = piece_bags(text_ids, words).sum(0)  # (V,) captions using each piece
+    B = text_ids.shape[0]
+    idf = torch.log((1.0 + B) / (1.0 + df)).clamp_min(floor)  # (V,)
+    return idf[text_ids] * words
 
 
 def similar_caption_index(
@@ -130,13 +152,16 @@ def mask_words(
     mask_token_id: int,
     vocab_size: int,
     vocab_ids: torch.Tensor | None = None,
+    piece_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole-word masking with BERT's 80/10/10 rule.
 
     text_ids, word_ids: (B, T) (``word_ids`` = index of each piece's word, -1 for special/pad tokens).
-    Picks ``max(1, round(prob * n_words))`` words per caption; every piece of a picked word is a target:
-    80% become ``[MASK]``, 10% a random id (uniform over ``[0, vocab_size)``, or over ``vocab_ids`` (K,) when
-    given: a model's own vocabulary), 10% stay. Returns (new ids, targets (B, T) bool).
+    Picks ``max(1, round(prob * n_words))`` words per caption, uniformly or, with ``piece_weights`` (B, T) > 0 at
+    the words' pieces (e.g. :func:`piece_idf`), with probability proportional to the largest weight among a
+    word's pieces; every piece of a picked word is a target: 80% become ``[MASK]``, 10% a random id (uniform
+    over ``[0, vocab_size)``, or over ``vocab_ids`` (K,) when given: a model's own vocabulary), 10% stay.
+    Returns (new ids, targets (B, T) bool).
     """
     B, T = text_ids.shape
     n_words = int(word_ids.max().item()) + 1 if word_ids.numel() else 0
@@ -144,7 +169,12 @@ def mask_words(
         return text_ids, torch.zeros_like(text_ids, dtype=torch.bool)
     present = torch.zeros(B, n_words + 1, dtype=torch.bool, device=text_ids.device)
     present.scatter_(1, word_ids + 1, True)  # column 0 collects the -1s
-    words = choose_per_row(present[:, 1:], prob)  # (B, W)
+    weights = None
+    if piece_weights is not None:
+        weights = torch.zeros(B, n_words + 1, device=text_ids.device)
+        weights.scatter_reduce_(1, word_ids + 1, piece_weights.float(), reduce="amax")  # (B, W + 1)
+        weights = weights[:, 1:].clamp_min(1e-12)
+    words = choose_per_row(present[:, 1:], prob, weights)  # (B, W)
     targets = words.gather(1, word_ids.clamp(min=0)) & (word_ids >= 0)  # (B, T)
     r = torch.rand(B, T, device=text_ids.device)
     ids = text_ids.clone()
