@@ -204,7 +204,7 @@ def openclipart_items(
     root: Path, report: dict | None = None, max_per_folder: int = MAX_PER_FOLDER, seed: int = 0
 ) -> list:
     """The PNGs under ``root``, at most ``max_per_folder`` per folder (a seeded draw; 0: all), sorted by path.
-    Symbolic links and copies of a file count once; files larger than :data:`MAX_PIXELS` are left out and
+    A file reached through symbolic links counts once; files larger than :data:`MAX_PIXELS` are left out and
     counted in ``report``."""
     from ..data.store import seeded_sample
     from .extract import ImageItem
