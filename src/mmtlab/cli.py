@@ -22,9 +22,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mmtlab.features.cli",
     "mmtlab.bench.cli",
 )
-# Subcommands that live outside their group's package: ``data emoji`` extracts image features, so it is
-# :mod:`mmtlab.features.emoji`, and the data layer below it does not import it. (group, module)
-GROUP_COMMANDS: tuple[tuple[str, str], ...] = (("data", "mmtlab.features.emoji"),)
+# Subcommands that live outside their group's package: ``data emoji``, ``data real`` and ``data pool`` extract or
+# pool image features, so they are :mod:`mmtlab.features.emoji` and :mod:`mmtlab.features.real`, and the data layer
+# below them does not import them. (group, module)
+GROUP_COMMANDS: tuple[tuple[str, str], ...] = (("data", "mmtlab.features.emoji"), ("data", "mmtlab.features.real"))
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:

@@ -108,7 +108,3 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_emoji)
-
-    from .real import register as register_real  # `data real` (three sources, one held out) sits beside it
-
-    register_real(subparsers)
