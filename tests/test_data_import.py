@@ -9,7 +9,7 @@ import pytest
 
 from mmtlab.config import ConfigError
 from mmtlab.data import DataError, import_dataset, open_store
-from mmtlab.data.features import FEATURE_READERS, FeatureWidth
+from mmtlab.data.features import FEATURE_READERS, FeatureWidth, Regions
 from mmtlab.data.readers import CAPTION_READERS, BadRecords, norm_key
 
 FIX = Path(__file__).parent / "fixtures" / "data"
@@ -182,6 +182,46 @@ def test_keys_that_do_not_match(tmp_path):
         match=r"no image of .*cc.tsv has features in .*feats.tsv: caption keys look like \['0', '1', '2'\], feature keys like \['391895'",
     ):
         import_dataset("cc", FIX / "cc.tsv", FIX / "feats.tsv", tmp_path / "s", max_bad_fraction=0.5)
+
+
+def _regions(key: str, value: float, n_classes: int) -> Regions:
+    """Two regions of 8-d features ``value``, whole-image boxes, a uniform class distribution."""
+    boxes = np.tile(np.array([0, 0, 1, 1], np.float32), (2, 1))
+    return Regions(key, np.full((2, 8), value, np.float32), boxes, np.full((2, n_classes), 1 / n_classes, np.float32))
+
+
+def _stream(records: list[Regions]):
+    """A feature reader (FEATURE_READERS' signature) that yields ``records``, each counted as a good record."""
+
+    def read(path, bad, width):
+        for r in records:
+            bad.ok()
+            yield r
+
+    return read
+
+
+def test_import_loop_keeps_the_first_features_of_an_image_and_stops_on_another_class_count(tmp_path, monkeypatch):
+    """The per-image loop: features of an image without captions are passed over, a repeated image keeps its
+    first features (the repeat counted as malformed); a class count that changes after the store was opened
+    stops the import, and the opened store is removed."""
+    records = [_regions(IDS[0], 1.0, 4), _regions("no-captions", 2.0, 4), _regions(IDS[0], 3.0, 4)]
+    records += [_regions(k, 4.0, 4) for k in IDS[1:]]
+    monkeypatch.setitem(FEATURE_READERS, "stream", _stream(records))
+    ann, feats = FIX / "captions_val2014.json", FIX / "feats.tsv"
+    out = import_dataset("coco", ann, feats, tmp_path / "s", features_format="stream", max_bad_fraction=0.5)
+    s = open_store(out)
+    assert s.image_keys == IDS and s.meta["n_classes"] == 4 and len(s) == 10
+    assert (s.image(0)["feats"] == 1.0).all()  # the first features of the repeated image
+    rep = s.meta["import"]
+    assert rep["features_format"] == "stream" and rep["images_without_features"] == 0
+    assert rep["features"]["records"] == 7 and rep["features"]["skipped"] == 1
+    assert rep["features"]["first_skipped"] == [f"image {IDS[0]}: duplicate features for this image (kept the first)"]
+
+    monkeypatch.setitem(FEATURE_READERS, "stream", _stream([_regions(IDS[0], 1.0, 4), _regions(IDS[1], 1.0, 3)]))
+    with pytest.raises(DataError, match=f"feats.tsv: image {IDS[1]} has 3 class scores, earlier images 4"):
+        import_dataset("coco", ann, feats, tmp_path / "t", features_format="stream", max_bad_fraction=0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no store t, no temporary left
 
 
 def test_npz_from_bottom_up_attention_pytorch(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmtlab.data.store import open_store
+from mmtlab.data.store import DataError, open_store
 from mmtlab.features import extract as ex
 from mmtlab.features.efficientnet import SameConv2d, class_names, load_efficientnet_lite0, preprocess
 
@@ -152,6 +152,31 @@ def test_interrupted_extraction_resumes_to_the_same_store(tmp_path, monkeypatch)
     (tmp_path / "other.parts").mkdir()
     with pytest.raises(ex.FeatureError, match="interrupted extraction"):
         ex.extract_store(items, tmp_path / "other", size=256, progress=False)
+
+
+def test_extract_checks_its_inputs_before_any_work(tmp_path, monkeypatch):
+    """Options and the output directory are checked before the network is loaded or OUT.parts/ is made."""
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was loaded before the inputs were checked")
+
+    monkeypatch.setattr(ex, "make_extractor", no_network)
+    items = [ex.ImageItem(tmp_path / "a.png", key="a.png")]
+    out = tmp_path / "store"
+    with pytest.raises(ex.FeatureError, match="--batch-size and the chunk size must be >= 1"):
+        ex.extract_store(items, out, batch_size=0, progress=False)
+    with pytest.raises(ex.FeatureError, match="--batch-size and the chunk size must be >= 1"):
+        ex.extract_store(items, out, chunk_size=0, progress=False)
+    with pytest.raises(ex.FeatureError, match="--resize 'fit': valid: pad, crop, stretch"):
+        ex.extract_store(items, out, resize="fit", progress=False)
+    with pytest.raises(ex.FeatureError, match="no images to extract"):
+        ex.extract_store([], out, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    with pytest.raises(DataError, match="exists and is not an mmtlab store"):
+        ex.extract_store(items, out, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
 
 
 def test_extract_given_boxes(tmp_path):

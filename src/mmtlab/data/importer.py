@@ -8,12 +8,14 @@ and each image that has captions is written with them. Images are never held in 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from ..config import ConfigError
-from .features import FEATURE_READERS, FeatureWidth, feature_format
+from .features import FEATURE_READERS, FeatureWidth, Regions, feature_format
 from .readers import CAPTION_READERS, BadRecords, norm_key, shard_paths
 from .store import DataError, StoreWriter, check_store_target, open_store, rewrite_store
 
@@ -24,18 +26,6 @@ def _exists(path: Path, what: str) -> Path:
     elif not path.exists():
         raise DataError(f"{path}: not found ({what})")
     return path
-
-
-def _check_missing(captions: dict, done: set[str], max_fraction: float, features: Path) -> None:
-    """Stop when more than ``max_fraction`` of the captioned images have no features (the wrong feature file,
-    or one cut short); the message names some of them."""
-    missing = [k for k in captions if k not in done]
-    if done and len(missing) > max_fraction * len(captions):
-        raise DataError(
-            f"{features}: no features for {len(missing)} of {len(captions)} captioned images "
-            f"({100 * len(missing) / len(captions):.1f}% > the {100 * max_fraction:g}% allowed by --max-bad-fraction); "
-            f"first: {', '.join(missing[:5])}"
-        )
 
 
 def import_dataset(
@@ -56,8 +46,47 @@ def import_dataset(
     file the import stops with a :class:`DataError` listing the first ones, and so it does past
     ``max_bad_fraction`` of the captioned images without features. ``out`` must be new, empty or a store
     alone (checked first). Returns the store path; its ``meta["import"]`` holds the counts."""
+    annotations, features, features_fmt = _input_paths(fmt, annotations, features, features_format, out)
+    captions, bad_captions = _read_captions(fmt, annotations, split, max_bad_fraction)
+    bad_features = BadRecords(features, max_bad_fraction)
+    records = _feature_records(features, features_fmt, bad_features, feat_dim, progress)
+    feature_keys: list[str] = []  # the first three keys of the feature source, for the error when none matches
+    captioned = _captioned_records(records, captions, bad_features, feature_keys)
+    first = next(captioned, None)  # the store is opened with its feature width and class count
+    if first is None:
+        bad_features.check()
+        raise DataError(
+            f"no image of {annotations} has features in {features}: caption keys look like "
+            f"{list(captions)[:3]}, feature keys like {feature_keys}"
+        )
+    n_classes = None if first.cls is None else first.cls.shape[1]
+    meta = {"style": fmt, "source": {"annotations": str(annotations), "features": str(features)}}
+    with StoreWriter(out, first.feats.shape[1], n_classes, meta=meta) as writer:  # an error or an interruption drops it
+        done = _write_images(writer, chain([first], captioned), captions, bad_features, features)
+        bad_features.check()
+        _check_missing(captions, done, max_bad_fraction, features)
+        writer.meta["import"] = {
+            "format": fmt,
+            "features_format": features_fmt,
+            "images_without_features": len(captions) - len(done),
+            "captions": bad_captions.summary(),
+            "features": bad_features.summary(),
+        }
+        return writer.close()
+
+
+def _check_caption_format(fmt: str) -> None:
     if fmt not in CAPTION_READERS:
         raise ConfigError(f"--format {fmt!r}; valid formats: {', '.join(CAPTION_READERS)}")
+
+
+def _input_paths(
+    fmt: str, annotations: str | Path, features: str | Path | None, features_format: str | None, out: str | Path
+) -> tuple[Path, Path, str]:
+    """The annotation file, the feature source (the annotations themselves for ``webdataset`` when
+    ``features`` is None) and the feature format, checked in this order: ``--format``, ``out``,
+    ``--annotations``, ``--features``, ``--features-format``."""
+    _check_caption_format(fmt)
     check_store_target(Path(out))
     annotations = _exists(Path(annotations), "--annotations")
     if features is None:
@@ -67,73 +96,88 @@ def import_dataset(
             )
         features = annotations
     features = _exists(Path(features), "--features")
-    ffmt = features_format or feature_format(features)
-    if ffmt not in FEATURE_READERS:
-        raise ConfigError(f"--features-format {ffmt!r}; valid: {', '.join(FEATURE_READERS)}")
+    features_fmt = features_format or feature_format(features)
+    if features_fmt not in FEATURE_READERS:
+        raise ConfigError(f"--features-format {features_fmt!r}; valid: {', '.join(FEATURE_READERS)}")
+    return annotations, features, features_fmt
 
-    bad_captions = BadRecords(annotations, max_bad_fraction)
+
+def _read_captions(
+    fmt: str, annotations: Path, split: str | None, max_bad_fraction: float
+) -> tuple[dict[str, tuple[str, list[str]]], BadRecords]:
+    """The captions of ``annotations`` by image key: key -> (split name, texts), only ``split``'s images when
+    the annotations have splits; and the malformed records counted (past ``max_bad_fraction``: DataError)."""
+    bad = BadRecords(annotations, max_bad_fraction)
     captions: dict[str, tuple[str, list[str]]] = {}
-    for c in CAPTION_READERS[fmt](annotations, bad_captions):
+    for c in CAPTION_READERS[fmt](annotations, bad):
         if split is not None and c.split is not None and c.split != split:
             continue
         captions.setdefault(c.key, (c.split or split or "train", []))[1].append(c.text)
-    bad_captions.check()
+    bad.check()
     if not captions:
         have = f" (no image in split {split!r})" if split else ""
         raise DataError(f"{annotations}: no usable captions{have}")
+    return captions, bad
 
-    bad_features = BadRecords(features, max_bad_fraction)
-    width = FeatureWidth(features, feat_dim)
-    writer: StoreWriter | None = None
-    done: set[str] = set()
-    feature_keys: list[str] = []
-    records = FEATURE_READERS[ffmt](features, bad_features, width)
+
+def _feature_records(
+    features: Path, features_fmt: str, bad: BadRecords, feat_dim: int | None, progress: bool
+) -> Iterator[Regions]:
+    """The feature source's images, streamed (malformed ones counted in ``bad``), behind a progress bar with
+    ``progress``."""
+    records = FEATURE_READERS[features_fmt](features, bad, FeatureWidth(features, feat_dim))
     if progress:
         from ..progress import progress_bar
 
         records = progress_bar(records, desc="import", unit="img")
-    try:
-        for r in records:
-            bad_features.check(final=False)
-            if len(feature_keys) < 3:
-                feature_keys.append(r.key)
-            if r.key not in captions:
-                continue
-            if r.key in done:
-                bad_features.bad.append((f"image {r.key}", "duplicate features for this image (kept the first)"))
-                continue
-            if writer is None:
-                n_classes = None if r.cls is None else r.cls.shape[1]
-                meta = {"style": fmt, "source": {"annotations": str(annotations), "features": str(features)}}
-                writer = StoreWriter(out, r.feats.shape[1], n_classes, meta=meta)
-            if writer.n_classes and r.cls is not None and r.cls.shape[1] != writer.n_classes:
-                raise DataError(
-                    f"{features}: image {r.key} has {r.cls.shape[1]} class scores, earlier images {writer.n_classes}"
-                )
-            split_name, texts = captions[r.key]
-            idx = writer.add_image(r.feats, r.boxes, r.cls, split=split_name, key=r.key)
-            for t in texts:
-                writer.add_caption(idx, t)
-            done.add(r.key)
-        bad_features.check()
-        _check_missing(captions, done, max_bad_fraction, features)
-        if writer is None:
+    return records
+
+
+def _captioned_records(
+    records: Iterable[Regions], captions: dict, bad: BadRecords, feature_keys: list[str]
+) -> Iterator[Regions]:
+    """The records whose image has captions; checks the bad fraction as they come and keeps the first three
+    keys of all records in ``feature_keys``."""
+    for r in records:
+        bad.check(final=False)
+        if len(feature_keys) < 3:
+            feature_keys.append(r.key)
+        if r.key in captions:
+            yield r
+
+
+def _write_images(
+    writer: StoreWriter, records: Iterable[Regions], captions: dict, bad: BadRecords, features: Path
+) -> set[str]:
+    """Each captioned image into the store with its captions, the first record of a key only (a repeated one
+    is counted in ``bad``). Returns the keys written."""
+    done: set[str] = set()
+    for r in records:
+        if r.key in done:
+            bad.bad.append((f"image {r.key}", "duplicate features for this image (kept the first)"))
+            continue
+        if writer.n_classes and r.cls is not None and r.cls.shape[1] != writer.n_classes:
             raise DataError(
-                f"no image of {annotations} has features in {features}: caption keys look like "
-                f"{list(captions)[:3]}, feature keys like {feature_keys}"
+                f"{features}: image {r.key} has {r.cls.shape[1]} class scores, earlier images {writer.n_classes}"
             )
-        writer.meta["import"] = {
-            "format": fmt,
-            "features_format": ffmt,
-            "images_without_features": len(captions) - len(done),
-            "captions": bad_captions.summary(),
-            "features": bad_features.summary(),
-        }
-        return writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+        split_name, texts = captions[r.key]
+        idx = writer.add_image(r.feats, r.boxes, r.cls, split=split_name, key=r.key)
+        for t in texts:
+            writer.add_caption(idx, t)
+        done.add(r.key)
+    return done
+
+
+def _check_missing(captions: dict, done: set[str], max_fraction: float, features: Path) -> None:
+    """Stop when more than ``max_fraction`` of the captioned images have no features (the wrong feature file,
+    or one cut short); the message names some of them."""
+    missing = [k for k in captions if k not in done]
+    if done and len(missing) > max_fraction * len(captions):
+        raise DataError(
+            f"{features}: no features for {len(missing)} of {len(captions)} captioned images "
+            f"({100 * len(missing) / len(captions):.1f}% > the {100 * max_fraction:g}% allowed by --max-bad-fraction); "
+            f"first: {', '.join(missing[:5])}"
+        )
 
 
 def import_captions(
@@ -150,8 +194,7 @@ def import_captions(
     them with ``add``; splits are kept. Features are not copied (:func:`rewrite_store`); the store is replaced
     in place or written to ``out``. A caption whose key names no image of the store, or several, is skipped
     and counted like a malformed record (past ``max_bad_fraction`` nothing is written). Returns a summary."""
-    if fmt not in CAPTION_READERS:
-        raise ConfigError(f"--format {fmt!r}; valid formats: {', '.join(CAPTION_READERS)}")
+    _check_caption_format(fmt)
     store = open_store(store_path)
     annotations = _exists(Path(annotations), "--annotations")
     images_of: dict[str, list[int]] = defaultdict(list)

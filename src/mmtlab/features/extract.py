@@ -48,6 +48,7 @@ RESIZE_MODES = ("pad", "crop", "stretch")
 DEFAULT_RESIZE = "pad"  # the whole picture, undistorted, on the white of transparent images
 BACKGROUND = 255  # white: transparent pixels and the bars of --resize pad
 BACKBONES = ("efficientnet-lite0",)
+MANIFEST = "manifest.json"  # in OUT.parts/: the fingerprint of the images and options the finished chunks are of
 TORCHVISION_NOTE = (
     "needs torchvision, which cannot be imported beside this CPU build of torch (PyPI's torchvision wheels are "
     "built for other torch builds: 'operator torchvision::nms does not exist'); use --backbone efficientnet-lite0, "
@@ -202,8 +203,7 @@ def fit_square(
     the picture on ``background`` bars, ``crop`` scales the shorter side to ``size`` and keeps the centre,
     ``stretch`` ignores the aspect ratio. Returns the square image and (4,) ``a_x, b_x, a_y, b_y``: a pixel
     ``(x, y)`` of ``im`` lands at ``(a_x x + b_x, a_y y + b_y)`` of the square, normalised to [0, 1]."""
-    if resize not in RESIZE_MODES:
-        raise FeatureError(f"--resize {resize!r}: valid: {', '.join(RESIZE_MODES)}")
+    _check_resize(resize)
     w, h = im.size
     if resize == "stretch":
         return im.resize((size, size), Image.BICUBIC), np.array([1 / w, 0, 1 / h, 0], np.float32)
@@ -217,6 +217,11 @@ def fit_square(
     else:
         square = scaled.crop((-ox, -oy, -ox + size, -oy + size))
     return square, np.array([nw / w / size, ox / size, nh / h / size, oy / size], np.float32)
+
+
+def _check_resize(resize: str) -> None:
+    if resize not in RESIZE_MODES:
+        raise FeatureError(f"--resize {resize!r}: valid: {', '.join(RESIZE_MODES)}")
 
 
 def to_uint8_chw(im: Image.Image, size: int, resize: str = DEFAULT_RESIZE) -> np.ndarray:
@@ -343,25 +348,12 @@ def extract_store(
     unreadable and unsupported files skipped (with examples), what the resizing did, chunks reused from an
     interrupted run. On an error no store is written and ``OUT.parts/`` is removed; on an interruption
     (``KeyboardInterrupt``, a kill) the finished chunks stay there for a rerun."""
-    from ..progress import progress_bar
-
     bad = BadRecords(source, max_bad_fraction, what="images are unreadable")  # checks the fraction before any work
-    check_store_target(Path(out))  # and that the store may be written there
-    if batch_size < 1 or chunk_size < 1:
-        raise FeatureError("--batch-size and the chunk size must be >= 1")
-    if resize not in RESIZE_MODES:
-        raise FeatureError(f"--resize {resize!r}: valid: {', '.join(RESIZE_MODES)}")
-    if not items:
-        raise FeatureError("no images to extract")
-    extractor = make_extractor(backbone, weights, size, device)
-    given = read_boxes(boxes_file) if boxes_file else None
-    if given is not None:
-        missing = [it.key for it in items if it.key not in given]
-        if missing:
-            raise FeatureError(f"--boxes {boxes_file}: no boxes for {len(missing)} image(s), e.g. {missing[0]!r}")
     out = Path(out)
-    parts = out.parent / f"{out.name}.parts"
-    options = {
+    _check_inputs(items, out, batch_size, chunk_size, resize)
+    extractor = make_extractor(backbone, weights, size, device)
+    given = _given_boxes(items, boxes_file)
+    options = {  # what the finished chunks depend on: kept in OUT.parts/manifest.json with their fingerprint
         "backbone": backbone,
         "size": size,
         "pixels": pixels,
@@ -372,7 +364,51 @@ def extract_store(
         "svg": svg_renderer(),
     }
     fingerprint = _fingerprint(items, options)
-    manifest = parts / "manifest.json"
+    parts = _parts_dir(out, fingerprint)
+    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
+    part_files = [parts / f"part-{c:05d}.npz" for c in range(len(chunks))]
+    try:
+        (parts / MANIFEST).write_text(json.dumps({"fingerprint": fingerprint, **options}) + "\n")
+        reused = _extract_chunks(
+            extractor, chunks, part_files, batch_size, size, pixels, given, resize, classes, backbone, progress
+        )
+        report = _read_reports(part_files, chunks, bad, size, resize)
+        store_meta = _store_meta(backbone, size, given is not None, resize, report, meta)
+        _write_store(out, extractor, chunks, part_files, classes, pixels, store_meta)
+    except Exception:
+        shutil.rmtree(parts, ignore_errors=True)  # an error, not an interruption: nothing is left to resume
+        raise
+    shutil.rmtree(parts)
+    return _summary(out, report, bad, reused, len(chunks))
+
+
+def _check_inputs(items: list[ImageItem], out: Path, batch_size: int, chunk_size: int, resize: str) -> None:
+    """The checks that read no input: the store may be written at ``out``, the sizes and ``resize`` are
+    valid, there are images."""
+    check_store_target(out)
+    if batch_size < 1 or chunk_size < 1:
+        raise FeatureError("--batch-size and the chunk size must be >= 1")
+    _check_resize(resize)
+    if not items:
+        raise FeatureError("no images to extract")
+
+
+def _given_boxes(items: list[ImageItem], boxes_file: str | Path | None) -> dict[str, np.ndarray] | None:
+    """:func:`read_boxes` of ``boxes_file`` (None without one), which must have boxes for every item."""
+    if not boxes_file:
+        return None
+    given = read_boxes(boxes_file)
+    missing = [it.key for it in items if it.key not in given]
+    if missing:
+        raise FeatureError(f"--boxes {boxes_file}: no boxes for {len(missing)} image(s), e.g. {missing[0]!r}")
+    return given
+
+
+def _parts_dir(out: Path, fingerprint: str) -> Path:
+    """``OUT.parts/``, created, or kept from an interrupted run of the same images and options (its manifest
+    holds the same fingerprint); one left by another run is a :class:`FeatureError`."""
+    parts = out.parent / f"{out.name}.parts"
+    manifest = parts / MANIFEST
     if parts.exists() and (
         not manifest.is_file() or json.loads(manifest.read_text()).get("fingerprint") != fingerprint
     ):
@@ -380,48 +416,60 @@ def extract_store(
             f"{parts}: left by an interrupted extraction with other images or options; remove it to start over"
         )
     parts.mkdir(parents=True, exist_ok=True)
-    try:
-        manifest.write_text(json.dumps({"fingerprint": fingerprint, **options}) + "\n")
-        chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
-        reused = 0
-        bar = progress_bar(total=len(items), unit="img", desc=f"features {backbone}", disable=not progress)
-        for c, chunk in enumerate(chunks):
-            part = parts / f"part-{c:05d}.npz"
-            if part.is_file():
-                reused += 1
-                bar.update(len(chunk))
-                continue
-            records, skipped, unsupported = [], [], []
-            for b in range(0, len(chunk), batch_size):
-                batch = chunk[b : b + batch_size]
-                records += _extract_batch(extractor, batch, b, size, pixels, given, resize, skipped, unsupported)
-                bar.update(len(batch))
-            _save_part(part, records, skipped, unsupported, classes)
-        bar.close()
-        part_files = [parts / f"part-{c:05d}.npz" for c in range(len(chunks))]
-        report = _read_reports(part_files, chunks, bad, size, resize)
-        _write_store(
-            out,
-            extractor,
-            chunks,
-            part_files,
-            classes,
-            pixels,
-            {
-                "style": "images",
-                "source": "features extract",
-                "backbone": backbone,
-                "input_size": size,
-                "regions": "boxes" if given is not None else "grid",
-                "resize": resize,
-                "extract": report,
-                **(meta or {}),
-            },
-        )
-    except Exception:
-        shutil.rmtree(parts, ignore_errors=True)  # an error, not an interruption: nothing is left to resume
-        raise
-    shutil.rmtree(parts)
+    return parts
+
+
+def _extract_chunks(
+    extractor,
+    chunks: list[list[ImageItem]],
+    part_files: list[Path],
+    batch_size: int,
+    size: int,
+    pixels: int | None,
+    given: dict[str, np.ndarray] | None,
+    resize: str,
+    classes: bool,
+    backbone: str,
+    progress: bool,
+) -> int:
+    """Extract each chunk, batch by batch, into its part file (:func:`_save_part`), skipping the chunks an
+    interrupted run finished. Returns how many it skipped."""
+    from ..progress import progress_bar
+
+    reused = 0
+    bar = progress_bar(total=sum(map(len, chunks)), unit="img", desc=f"features {backbone}", disable=not progress)
+    for chunk, part in zip(chunks, part_files):
+        if part.is_file():
+            reused += 1
+            bar.update(len(chunk))
+            continue
+        records, skipped, unsupported = [], [], []
+        for b in range(0, len(chunk), batch_size):
+            batch = chunk[b : b + batch_size]
+            records += _extract_batch(extractor, batch, b, size, pixels, given, resize, skipped, unsupported)
+            bar.update(len(batch))
+        _save_part(part, records, skipped, unsupported, classes)
+    bar.close()
+    return reused
+
+
+def _store_meta(backbone: str, size: int, boxes: bool, resize: str, report: dict, meta: dict | None) -> dict:
+    """The store's ``meta.json`` entries: how its features were made, the :func:`_read_reports` report under
+    ``extract``, then the caller's ``meta``."""
+    return {
+        "style": "images",
+        "source": "features extract",
+        "backbone": backbone,
+        "input_size": size,
+        "regions": "boxes" if boxes else "grid",
+        "resize": resize,
+        "extract": report,
+        **(meta or {}),
+    }
+
+
+def _summary(out: Path, report: dict, bad: BadRecords, reused: int, n_chunks: int) -> dict:
+    """What :func:`extract_store` returns (and ``mmtlab features extract`` prints)."""
     return {
         "out": str(out),
         "images": report["images"],
@@ -432,7 +480,7 @@ def extract_store(
         "first_unsupported": report["first_unsupported"],
         "resize": report["resize"],
         "chunks_reused": reused,
-        "chunks": len(chunks),
+        "chunks": n_chunks,
     }
 
 
