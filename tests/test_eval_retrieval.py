@@ -290,3 +290,26 @@ def test_each_scorer_is_one_function_behind_the_table():
     from mmtlab.eval.retrieval import SCORE_SPLIT
 
     assert tuple(SCORE_SPLIT) == SCORERS
+
+
+def test_reading_fewer_regions_than_the_store_has_is_one_warning_with_the_fix(tmp_path, flickr, capsys):
+    """A run whose data.max_regions keeps fewer regions than the evaluation store's images have: one warning line
+    naming both numbers and the fix; ``regions`` in the results records what was read."""
+    most = int(open_store(flickr).region_counts().max())
+    assert most > 4
+    run = make_run(tmp_path / "cut", "merged", "itm+mlm", **{"data.max_regions": 4})
+    out = tmp_path / "r.json"
+    argv = ["eval", "retrieval", "--run", str(run), "--data", str(flickr), "--batch-size", "64", "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1, warnings
+    assert f"up to {most} regions" in warnings[0] and "reads only the first 4 (data.max_regions=4)" in warnings[0]
+    assert f"train with data.max_regions={most}" in warnings[0]
+    assert json.loads(out.read_text())["regions"] == {"max_regions": 4, "most_in_store": most, "images_cut": 6}
+    pooled = make_run(tmp_path / "pooled", "merged", "itm+mlm", **{"data.max_regions": 1})
+    evaluate_run(pooled, flickr, tmp_path / "p.json", batch_size=64, progress=False)
+    assert "mmtlab data pool" in capsys.readouterr().err
+    whole = make_run(tmp_path / "whole", "merged", "itm+mlm")  # 36 regions: nothing cut, nothing said
+    r = evaluate_run(whole, flickr, tmp_path / "w.json", batch_size=64, progress=False)
+    assert r["regions"] == {"max_regions": 36, "most_in_store": most, "images_cut": 0}
+    assert "warning" not in capsys.readouterr().err

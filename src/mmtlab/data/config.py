@@ -12,6 +12,9 @@ SAMPLING = ("instance", "dataset")
 
 VOCABULARIES = ("full", "train")
 
+# data.split: which images of each training store are read, besides a split name (docs/data.md, "Loading")
+SPLIT_MODES = ("auto", "all")
+
 
 @dataclass
 class DataConfig:
@@ -26,6 +29,9 @@ class DataConfig:
     # "full": a word embedding (and MLM output) for every WordPiece id; "train": only for the pieces of the
     # training captions and the special tokens, recorded in model.vocab_ids (others read [UNK])
     vocab: str = "full"
+    # which images of each store: "auto" = split `train` of a store holding several splits (`mmtlab data split`),
+    # the whole of a store holding one; "all" = every image whatever its split; a name = that split of every store
+    split: str = "auto"
 
     # no longer fields, still in the config.yaml of older runs: `mmtlab data import --max-bad-fraction` is the option
     RETIRED_KEYS: ClassVar[tuple[str, ...]] = ("max_bad_fraction",)
@@ -45,5 +51,9 @@ class DataConfig:
             raise ConfigError(f"data.weights: {self.weights}; give one non-negative weight per dataset, not all zero")
         if self.vocab not in VOCABULARIES:
             raise ConfigError(f"data.vocab: {self.vocab!r}; valid: {', '.join(VOCABULARIES)}")
+        if not self.split or self.split != self.split.strip() or any(c in self.split for c in "\n\r\t"):
+            raise ConfigError(
+                f"data.split: {self.split!r}; valid: {', '.join(SPLIT_MODES)} or the name of a split of the stores"
+            )
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers: {self.num_workers}; must be >= 0")

@@ -19,7 +19,7 @@ import torch
 
 from ..config import ConfigError
 from .collate import collate_texts, stack_images
-from .config import SAMPLING
+from .config import SAMPLING, SPLIT_MODES
 from .store import DataError, Store, no_pixels_error, open_store
 from .tokenizer import get_tokenizer
 
@@ -35,6 +35,27 @@ def mixture_probs(sizes: Sequence[int], sampling: str, weights: Sequence[float] 
     if p.sum() <= 0:
         raise ConfigError("data.weights: every dataset of the mixture has weight 0 or no pairs")
     return p / p.sum()
+
+
+def training_split(store: Store, split: str = "auto") -> tuple[Store, str]:
+    """The images of ``store`` (a whole store) that training reads under ``data.split``, and in words which:
+    ``all`` -> every image; ``auto`` -> split ``train`` of a store holding several splits (after `mmtlab data
+    split`), the whole of a store holding one (whatever its name); a split name -> that split. A split the store
+    lacks is a one-line :class:`ConfigError` naming the store's splits."""
+    names = [n for n in store.meta.get("split_names", []) if store.meta["splits"].get(n, 0) > 0]
+    have = ", ".join(f"{n} ({store.meta['splits'][n]} images)" for n in names) or "none"
+    if split == "all" or (split == "auto" and len(names) <= 1):
+        what = f"split {names[0]}" if len(names) == 1 else f"splits {have}"
+        return store, f"all {store.n_images} images ({what})"
+    name = "train" if split == "auto" else split
+    if name not in names:
+        why = "holds several splits and none named 'train'" if split == "auto" else f"has no split {name!r}"
+        raise ConfigError(
+            f"data.split={split}: {store.path} {why}; its splits: {have}; valid: {', '.join(SPLIT_MODES)} "
+            "or one of its splits"
+        )
+    view = store.split(name)
+    return view, f"{view.n_images} of {store.n_images} images (split {name})"
 
 
 class _Batches(torch.utils.data.Dataset):

@@ -439,12 +439,22 @@ class Store:
             raise DataError(f"{self.path}: cannot sample {n} images; give at least 1")
         if n >= self.n_images:
             return self
-        ids = np.arange(self.n_images) if self._image_ids is None else self._image_ids
-        ids = ids[seeded_sample(self.n_images, n, seed)]
+        return self.subset(seeded_sample(self.n_images, n, seed))
+
+    def subset(self, images: np.ndarray, name: str | None = None) -> Store:
+        """A view of this view's images ``images`` (sorted local indices) and all their captions, named ``name``
+        (default: this view's split name)."""
+        images = np.asarray(images, dtype=np.int64)
+        ids = images if self._image_ids is None else self._image_ids[images]
         cap_img = np.asarray(self._arr("caption_image.i64"))
         pool = np.arange(len(cap_img)) if self._caption_ids is None else self._caption_ids
         caps = pool[np.isin(cap_img[pool], ids)].astype(np.int64)
-        return Store(self.path, self._meta, ids, caps, split_name=self._split_name)
+        return Store(self.path, self._meta, ids, caps, split_name=self._split_name if name is None else name)
+
+    def region_counts(self) -> np.ndarray:
+        """(n_images,) int64: the number of regions of each image of the view (the global token not counted)."""
+        counts = np.diff(np.asarray(self._arr("region_offsets.i64")))
+        return counts if self._image_ids is None else counts[self._image_ids]
 
     def split(self, name: str) -> Store:
         """A view holding the images of split ``name`` and their captions."""

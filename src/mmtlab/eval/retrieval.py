@@ -8,6 +8,7 @@ can honestly use a scorer (an ITM head that was trained, embeddings that were tr
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -383,6 +384,34 @@ def check_store_fits(model, store, name: str) -> None:
         )
 
 
+def regions_read(store, max_regions: int) -> dict:
+    """How many regions per image the evaluation reads of ``store`` (a split view): ``max_regions`` (the run's
+    ``data.max_regions``), ``most_in_store`` (the most regions of one of its images) and ``images_cut`` (images
+    with more regions than are read; the collator keeps the first ``max_regions``)."""
+    counts = store.region_counts()
+    return {
+        "max_regions": max_regions,
+        "most_in_store": int(counts.max()) if len(counts) else 0,
+        "images_cut": int((counts > max_regions).sum()),
+    }
+
+
+def regions_warning(regions: dict, data, run, n_images: int) -> str | None:
+    """One line when the run reads fewer regions per image than the store has, with the fix; else None."""
+    kept, most, cut = regions["max_regions"], regions["most_in_store"], regions["images_cut"]
+    if not cut:
+        return None
+    fix = (
+        f"a model trained on pooled stores reads one region: evaluate it on `mmtlab data pool {data} --out DIR`"
+        if kept == 1
+        else f"to read them all, train with data.max_regions={most}"
+    )
+    return (
+        f"warning: {data} has up to {most} regions per image ({cut} of {n_images} images have more than {kept}), "
+        f"but run {run} reads only the first {kept} (data.max_regions={kept}); {fix}"
+    )
+
+
 def evaluate_run(
     run: str | Path,
     data: str | Path,
@@ -453,6 +482,10 @@ def evaluate_run(
                 "split_captions": len(full),
             }
             work_meta.update(max_images=max_images, sample_seed=seed)  # other images: other score chunks
+        regions = regions_read(store, cfg.data.max_regions) if model.config.image_input == "regions" else None
+        warning = regions and regions_warning(regions, data, run, store.n_images)
+        if warning and d.rank == 0:
+            print(warning, file=sys.stderr, flush=True)
         result = evaluate_retrieval(
             model, store, scorer, k, shortlist_model=short_model, batch_size=batch_size,
             max_text_len=cfg.data.max_text_len, max_regions=cfg.data.max_regions, work_dir=work_dir,
@@ -470,6 +503,7 @@ def evaluate_run(
         "data": str(data),
         "split": split,
         "subsample": subsample,
+        "regions": regions,
     }
     if given_split is None and split != "test":
         result["notes"].append(f"split {split!r}: the store's only split (no --split given)")

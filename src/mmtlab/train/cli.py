@@ -59,8 +59,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--run", default=None, metavar="RUN", help="the pretrained run to start from")
-    p.add_argument("--data", default=None, metavar="DIR", help="a store holding only the training split")
-    p.add_argument("--split", default="train", help="the split name the store must hold (default train)")
+    p.add_argument("--data", default=None, metavar="DIR", help="a store (its --split is read)")
+    p.add_argument("--split", default="train", help="the split of the store to train on (default train)")
     p.add_argument("--out", default=None, metavar="RUN2", help="the new (fine-tuned) run directory")
     p.add_argument("--resume", default=None, metavar="RUN2", help="continue an interrupted fine-tuning run")
     add_threads_option(p)
@@ -107,10 +107,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .trainer import train
 
-    train(cfg, out, resume=resume)
+    train(cfg, out, resume=resume, report=_report)
     if os.environ.get("RANK", "0") == "0":  # once under torchrun
         print(f"finished: {out / 'model.safetensors'}")
     return 0
+
+
+def _report(line: str) -> None:
+    """What the trainer says before its first step (which images of which split it reads)."""
+    print(line, flush=True)
 
 
 def _resumed_config(saved, overrides: dict):
@@ -134,11 +139,11 @@ def _cmd_finetune_retrieval(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--resume RUN2 continues that fine-tuning run with its own settings; drop --run/--data/--out"
             )
-        out = finetune_retrieval(None, None, args.resume, overrides=overrides, resume=True)
+        out = finetune_retrieval(None, None, args.resume, overrides=overrides, resume=True, report=_report)
     else:
         missing = [f for f, v in (("--run", args.run), ("--data", args.data), ("--out", args.out)) if not v]
         if missing:
             raise ConfigError(f"give {', '.join(missing)} (or --resume RUN2)")
-        out = finetune_retrieval(args.run, args.data, args.out, split=args.split, overrides=overrides)
+        out = finetune_retrieval(args.run, args.data, args.out, split=args.split, overrides=overrides, report=_report)
     print(f"finished: {Path(out) / 'model.safetensors'}  (evaluate with `mmtlab eval retrieval --run {out} ...`)")
     return 0

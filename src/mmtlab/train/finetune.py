@@ -96,12 +96,13 @@ def finetune_retrieval(
     split: str = "train",
     overrides: dict | None = None,
     resume: bool = False,
+    report=None,
 ) -> Path:
     """Fine-tune the finished run ``run`` for retrieval on store ``data`` (its ``split``) into a new run ``out``.
 
     The new run keeps the architecture and data settings of ``run``; ``train`` settings default to
     :data:`FINETUNE_DEFAULTS` and take ``overrides`` (``{"train.steps": "300", ...}``). ``resume`` continues an
-    interrupted fine-tuning run in ``out``.
+    interrupted fine-tuning run in ``out``; ``report`` receives the trainer's line on the images it reads.
     """
     from ..data.store import open_store
     from ..run.config import check_run_config, load_run_config
@@ -114,23 +115,17 @@ def finetune_retrieval(
         if info is None or not (out / "config.yaml").is_file():
             raise ConfigError(f"--resume {out}: not a fine-tuning run (no {FINETUNE_FILE} / config.yaml)")
         cfg = apply_overrides(load_run_config(out), overrides or {})
-        return train(cfg, out, resume=True, loss_fn=HardNegativeITMLoss())
+        return train(cfg, out, resume=True, loss_fn=HardNegativeITMLoss(), report=report)
 
     run, data = Path(run), Path(data)
     if not (run / "model.safetensors").is_file() or not (run / "config.yaml").is_file():
         raise ConfigError(f"--run {run}: not a finished run (needs config.yaml and model.safetensors)")
-    store = open_store(data)
-    store.split(split)  # a clear error when the split is missing
-    names = store.meta.get("split_names", [])
-    if names != [split]:
-        raise ConfigError(
-            f"{data} holds splits {', '.join(names)}; the trainer reads a whole store, so fine-tune on a store that "
-            f"holds only the {split!r} split (e.g. `mmtlab data synth --style flickr --split {split} --out DIR`)"
-        )
+    open_store(data).split(split)  # a clear error when the split is missing
     base = load_run_config(run)
     cfg = dataclasses.replace(
-        base, data_dirs=[str(data)], val_dir=None, model=dataclasses.replace(base.model, text_init=None)
-    )
+        base, data_dirs=[str(data)], val_dir=None, model=dataclasses.replace(base.model, text_init=None),
+        data=dataclasses.replace(base.data, split=split),  # only that split's images, whatever else the store holds
+    )  # fmt: skip
     cfg = apply_overrides(cfg, {**FINETUNE_DEFAULTS, **(overrides or {})})
     check_run_config(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +135,7 @@ def finetune_retrieval(
                 "(mined by the model's own match score)",
     }  # fmt: skip
     (out / FINETUNE_FILE).write_text(json.dumps(info, indent=1) + "\n")
-    return train(cfg, out, loss_fn=HardNegativeITMLoss(init_from=run / "model.safetensors"))
+    return train(cfg, out, loss_fn=HardNegativeITMLoss(init_from=run / "model.safetensors"), report=report)
 
 
 __all__ = [

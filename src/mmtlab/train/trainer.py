@@ -30,7 +30,7 @@ from torch import nn
 
 from ..config import ConfigError
 from ..cpu import keep_freed_memory
-from ..data.loader import build_train_loader
+from ..data.loader import build_train_loader, training_split
 from ..data.store import Store, open_store
 from ..data.tokenizer import caption_vocabulary
 from ..device import Dist, autocast, init_distributed, pick_device
@@ -123,12 +123,24 @@ def hold_out(store: Store, n_images: int) -> tuple[Store, Store]:
     if not 0 < n_images < store.n_images:
         raise ConfigError(f"train.holdout_images={n_images}: {store.path} has {store.n_images} images; hold out fewer")
     images = np.arange(store.n_images)
-    caption_image = store.caption_image
+    return store.subset(images[:-n_images], "train"), store.subset(images[-n_images:], "held-out")
 
-    def view(ids: np.ndarray, name: str) -> Store:
-        return Store(store.path, store.meta, ids, np.flatnonzero(np.isin(caption_image, ids)), split_name=name)
 
-    return view(images[:-n_images], "train"), view(images[-n_images:], "held-out")
+def training_stores(cfg: RunConfig) -> tuple[list[Store], Store | None, str]:
+    """The views of ``cfg.data_dirs`` that training reads (``data.split``; ``train.holdout_images`` taken from the
+    first), the held-out store (``--val`` or the hold-out) and one line saying which images of which split."""
+    if not cfg.data_dirs:
+        raise ConfigError("no training data: give at least one --data DIR (an mmtlab store)")
+    whole = [open_store(p) for p in cfg.data_dirs]
+    check_data(cfg, whole)
+    picked = [training_split(s, cfg.data.split) for s in whole]
+    stores = [view for view, _ in picked]
+    parts = [f"{s.path}: {what}" for s, (_, what) in zip(whole, picked)]
+    val_store = open_store(cfg.val_dir) if cfg.val_dir else None
+    if cfg.train.holdout_images:
+        stores[0], val_store = hold_out(stores[0], cfg.train.holdout_images)
+        parts[0] += f", the last {val_store.n_images} held out (train.holdout_images): {stores[0].n_images} trained on"
+    return stores, val_store, f"training images (data.split={cfg.data.split}): " + "; ".join(parts)
 
 
 class HeldOut:
@@ -243,34 +255,37 @@ def apply_lr_settings(optimizer: torch.optim.Optimizer, scheduler, step: int, t:
     scheduler.base_lrs = [t.lr] * len(optimizer.param_groups)
 
 
-def train(cfg: RunConfig, out: str | Path, resume: bool = False, loss_fn: LossFn | None = None) -> Path:
+def train(
+    cfg: RunConfig,
+    out: str | Path,
+    resume: bool = False,
+    loss_fn: LossFn | None = None,
+    report: Callable[[str], None] | None = None,
+) -> Path:
     """Train ``cfg`` into run directory ``out`` (continue its checkpoint if ``resume``); returns ``out``.
 
-    ``loss_fn(model, batch, step) -> (total, {term: loss})`` replaces the loss set (fine-tuning). Works the
-    same under ``torchrun`` (each process trains its share of every global batch).
+    ``loss_fn(model, batch, step) -> (total, {term: loss})`` replaces the loss set (fine-tuning). ``report``
+    (rank 0) receives one line saying which images of which split the run reads (:func:`training_stores`). Works
+    the same under ``torchrun`` (each process trains its share of every global batch).
     """
     out = Path(out)
     d = init_distributed("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     try:
-        return _train(cfg, out, resume, loss_fn, d)
+        return _train(cfg, out, resume, loss_fn, d, report)
     finally:
         if d.owned:
             dist.destroy_process_group()
 
 
-def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: Dist) -> Path:
+def _train(
+    cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: Dist, report: Callable[[str], None] | None
+) -> Path:
     t = cfg.train
     device = pick_device(t.device, d.local_rank)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults for the activations every step frees and allocates again
     micro, accum = micro_batching(cfg, d.world)
-    if not cfg.data_dirs:
-        raise ConfigError("no training data: give at least one --data DIR (an mmtlab store)")
-    stores = [open_store(p) for p in cfg.data_dirs]
-    check_data(cfg, stores)
-    val_store = open_store(cfg.val_dir) if cfg.val_dir else None
-    if t.holdout_images:
-        stores[0], val_store = hold_out(stores[0], t.holdout_images)
+    stores, val_store, data_line = training_stores(cfg)
     if cfg.data.vocab == "train" and cfg.model.vocab_ids is None:  # before the run directory compares configs
         vocab_ids = caption_vocabulary(c for s in stores for c in s.captions)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_ids=vocab_ids))
@@ -308,6 +323,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, loss_fn: LossFn | None, d: D
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
     if d.main:
         record_history(out, step, changes)
+        if report is not None:
+            report(data_line)
 
     loader = build_train_loader(
         stores, batch_size=micro, seed=t.seed, sampling=cfg.data.sampling, weights=cfg.data.weights,
