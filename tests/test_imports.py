@@ -23,6 +23,7 @@ PKG = "mmtlab"
 # map. The root package ``mmtlab`` only gives ``train.checkpoint`` its ``__version__``.
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
+    "commands": set(),
     "progress": set(),
     "typed_config": {"errors"},
     "files": {"errors"},
@@ -35,8 +36,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "model": {"config", "presets"},
     "features": {"config", "errors", "data", "progress"},
     "run": {"config", "errors", "data", "model"},
-    "train": {"mmtlab", "config", "errors", "cpu", "device", "progress", "presets", "data", "model", "run"},
-    "eval": {"config", "errors", "cpu", "device", "progress", "data", "model", "run"},
+    "train": {"mmtlab", "config", "errors", "commands", "cpu", "device", "progress", "presets", "data", "model", "run"},
+    "eval": {"config", "errors", "commands", "cpu", "device", "progress", "data", "model", "run"},
     "study": {"config", "errors", "cpu", "presets", "data", "run", "train", "eval"},
     "bench": {"config", "cpu", "device", "presets", "model", "train"},
     "mmtlab": {"presets", "model"},

@@ -123,6 +123,14 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_rewrite_command(sub, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """A ``data`` subcommand that rewrites an existing store: its parser, with the ``store`` argument and ``--out``."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("store", help="store directory (e.g. written by `mmtlab features extract` or `mmtlab data synth`)")
+    p.add_argument("--out", default=None, help="write the new store here instead of replacing STORE")
+    return p
+
+
 def register(subparsers) -> None:
     """Add ``mmtlab data ...`` to the ``mmtlab`` parser."""
     from .readers import CAPTION_READERS  # light: no numpy-heavy work at import
@@ -184,15 +192,14 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_import)
 
-    p = sub.add_parser(
+    p = _store_rewrite_command(
+        sub,
         "captions",
-        help="captions (CSV/TSV, JSONL, COCO, Karpathy...) for the images of an existing store",
-        description="Match the captions of a caption file to the images of STORE by image key (a file's stem, as "
-        "`data import` does: 'photos/cat.png' and 'cat' name the same image) and write them in place of the store's "
-        "captions (or after them: --add). Features are not copied; a caption naming no image of the store is "
-        "skipped and counted.",
+        "captions (CSV/TSV, JSONL, COCO, Karpathy...) for the images of an existing store",
+        "Match the captions of a caption file to the images of STORE by image key (a file's stem, as `data import` "
+        "does: 'photos/cat.png' and 'cat' name the same image) and write them in place of the store's captions (or "
+        "after them: --add). Features are not copied; a caption naming no image of the store is skipped and counted.",
     )
-    p.add_argument("store", help="store directory (e.g. written by `mmtlab features extract`)")
     p.add_argument(
         "--format",
         default="csv",
@@ -202,26 +209,24 @@ def register(subparsers) -> None:
     )
     p.add_argument("--annotations", required=True, help="caption file")
     p.add_argument("--add", action="store_true", help="keep the store's captions and add these")
-    p.add_argument("--out", default=None, help="write the new store here instead of replacing STORE")
     p.add_argument("--max-bad-fraction", type=float, default=0.01, help="stop past this fraction of skipped records")
     p.set_defaults(func=_cmd_captions)
 
-    p = sub.add_parser(
+    p = _store_rewrite_command(
+        sub,
         "split",
-        help="relabel a store's images into a seeded train/test split (by image, features not copied)",
-        description="Every image of STORE (whatever its splits were) goes to the test split with probability "
-        "--test-fraction (exactly round(fraction x images), drawn with --seed), with all its captions. Only the "
-        "split index and meta.json are written anew; the other files are hard links to the old ones. The store is "
-        "replaced in place (or written to --out) atomically.",
+        "relabel a store's images into a seeded train/test split (by image, features not copied)",
+        "Every image of STORE (whatever its splits were) goes to the test split with probability --test-fraction "
+        "(exactly round(fraction x images), drawn with --seed), with all its captions. Only the split index and "
+        "meta.json are written anew; the other files are hard links to the old ones. The store is replaced in "
+        "place (or written to --out) atomically.",
     )
-    p.add_argument("store", help="store directory")
     p.add_argument(
         "--test-fraction", type=float, default=0.2, help="share of the images in the test split (default 0.2)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     p.add_argument("--train-name", default="train", help="name of the first split (default train)")
     p.add_argument("--test-name", default="test", help="name of the held-out split (default test)")
-    p.add_argument("--out", default=None, help="write the split store here instead of replacing STORE")
     p.set_defaults(func=_cmd_split)
 
     p = sub.add_parser(

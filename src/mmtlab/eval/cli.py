@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ..commands import task_parser
 from ..cpu import add_threads_option
 from .names import SCORERS
 
@@ -23,17 +24,18 @@ similarity, scorer dual). Score chunks are kept in OUT.scores/; rerunning an int
 evaluation resumes there (--fresh starts over)."""
 
 
+# mmtlab eval retrieval: group, its help, task, its help
+EVAL_TASK = (
+    "eval",
+    "evaluate a run (zero-shot retrieval)",
+    "retrieval",
+    "image-text retrieval: R@1/5/10, median and mean rank",
+)
+
+
 def register(subparsers) -> None:
     """Add ``mmtlab eval`` to the ``mmtlab`` parser."""
-    fmt = argparse.RawDescriptionHelpFormatter
-    ev = subparsers.add_parser("eval", help="evaluate a run (zero-shot retrieval)")
-    ev_sub = ev.add_subparsers(dest="eval_command", metavar="TASK", required=True)
-    p = ev_sub.add_parser(
-        "retrieval",
-        help="image-text retrieval: R@1/5/10, median and mean rank",
-        epilog=EVAL_EXAMPLE,
-        formatter_class=fmt,
-    )
+    p = task_parser(subparsers, *EVAL_TASK, EVAL_EXAMPLE)
     p.add_argument("--run", required=True, metavar="RUN", help="a finished run directory (mmtlab train / finetune)")
     p.add_argument("--data", required=True, metavar="DIR", help="an mmtlab store (e.g. a synthetic flickr test set)")
     p.add_argument(

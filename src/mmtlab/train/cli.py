@@ -7,6 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ..commands import task_parser
 from ..cpu import add_threads_option
 from ..presets import SCALES
 
@@ -22,6 +23,15 @@ FINETUNE_EXAMPLE = """examples:
   mmtlab finetune retrieval --run runs/merged --data data/flickr-train --out runs/merged-ft train.steps=300
   mmtlab eval retrieval --run runs/merged-ft --data data/flickr --out runs/merged-ft/flickr.json   # "fine-tuned"
   mmtlab finetune retrieval --resume runs/merged-ft                                                # continue"""
+
+
+# mmtlab finetune retrieval: group, its help, task, its help
+FINETUNE_TASK = (
+    "finetune",
+    "fine-tune a run for a task (the paper's -ft models)",
+    "retrieval",
+    "ITM fine-tuning with in-batch hard negatives",
+)
 
 
 def register(subparsers) -> None:
@@ -50,14 +60,7 @@ def register(subparsers) -> None:
     )
     p.set_defaults(func=_cmd_train)
 
-    ft = subparsers.add_parser("finetune", help="fine-tune a run for a task (the paper's -ft models)")
-    ft_sub = ft.add_subparsers(dest="finetune_command", metavar="TASK", required=True)
-    p = ft_sub.add_parser(
-        "retrieval",
-        help="ITM fine-tuning with in-batch hard negatives",
-        epilog=FINETUNE_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = task_parser(subparsers, *FINETUNE_TASK, FINETUNE_EXAMPLE)
     p.add_argument("--run", default=None, metavar="RUN", help="the pretrained run to start from")
     p.add_argument("--data", default=None, metavar="DIR", help="a store (its --split is read)")
     p.add_argument("--split", default="train", help="the split of the store to train on (default train)")
