@@ -91,7 +91,11 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("demo", help="the whole pipeline on the synthetic world (minutes on a laptop CPU)")
     p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
-    p.add_argument("--quick", action="store_true", help="a one-minute version (numbers not meaningful)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a three-minute version on a smaller world (6 regions per image, 500 steps x 48 pairs)",
+    )
     _add_jobs_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
