@@ -3,7 +3,7 @@
 Trains ``mmtlab train --preset P --loss L --data DIR --scale tiny`` to the first stage, evaluates it with
 ``mmtlab eval retrieval`` on ``--val`` (a validation store, never the test images a study reports), then extends the
 same run with ``mmtlab train --resume RUN train.steps=N`` to each later stage and evaluates again. A resumed run
-equals an uninterrupted one (tests/test_train.py), and the tiny recipe's lr is constant, so the score at stage N is
+equals an uninterrupted one (tests/test_train_exact.py), and the tiny recipe's lr is constant, so the score at stage N is
 that of an N-step run. Prints one Markdown row per stage (T->I R@1/5/10, the ITM loss of the last logged step); the
 scores stay in ``OUT/val<N>.json``. ``--plot FILE`` draws R@1 and the ITM loss against steps for one or more such
 run directories. Not a test:
@@ -28,11 +28,10 @@ def mmtlab(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "mmtlab.cli", *args], check=True)
 
 
-def last_itm(run: Path) -> float | None:
-    """The ITM loss of the run's last logged step (None for a run without an ITM term)."""
+def itm_curve(run: Path) -> list[tuple[int, float]]:
+    """(step, ITM loss) of every logged step of a run that has an ITM term."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    itm = [r["itm"] for r in rows if "itm" in r]
-    return itm[-1] if itm else None
+    return [(r["step"], r["itm"]) for r in rows if "itm" in r]
 
 
 def run_curve(args: argparse.Namespace) -> None:
@@ -45,8 +44,8 @@ def run_curve(args: argparse.Namespace) -> None:
             mmtlab("train", "--resume", str(run), f"train.steps={steps}")
         result = run / f"val{steps}.json"
         mmtlab("eval", "retrieval", "--run", str(run), "--data", args.val, "--out", str(result), "--no-progress")
-        t2i, itm = json.loads(result.read_text())["text_to_image"], last_itm(run)
-        itm = "—" if itm is None else f"{itm:.3f}"
+        t2i, itm = json.loads(result.read_text())["text_to_image"], itm_curve(run)
+        itm = f"{itm[-1][1]:.3f}" if itm else "—"
         print(f"| {args.preset} | {steps} | {itm} | {t2i['R@1']:.1f} | {t2i['R@5']:.1f} | {t2i['R@10']:.1f} |")
 
 
@@ -68,10 +67,9 @@ def plot(out: Path, runs: list[Path]) -> None:
         label = f"{cfg['preset']} ({', '.join(Path(d).name for d in cfg['data_dirs'])})"
         points = stages(run)
         ax_r.plot([s for s, _ in points], [r for _, r in points], marker="o", label=label)
-        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        rows = [r for r in rows if "itm" in r]
-        if rows:
-            ax_itm.plot([r["step"] for r in rows], [r["itm"] for r in rows], lw=1, label=label)
+        itm = itm_curve(run)
+        if itm:
+            ax_itm.plot([s for s, _ in itm], [v for _, v in itm], lw=1, label=label)
     ax_r.set(xlabel="step", ylabel="T->I R@1 (%), validation images", title="zero-shot R@1 after N steps")
     ax_itm.axhline(0.6931, ls="--", c="gray", lw=1)
     ax_itm.set(xlabel="step", ylabel="ITM loss", title="ITM loss (ln 2 dashed)")
