@@ -92,6 +92,22 @@ def itm_progress(logs: list[list[dict]]) -> str:
     return " / ".join(parts)
 
 
+def claim_lines(grid: Grid, records: dict[str, dict]) -> list[str]:
+    """One Markdown bullet per claim of ``grid``: its verdict on ``records``, both sides' mean R@1 and the margin."""
+    lines = []
+    for v in (verdict(grid, records, c) for c in grid.claims):
+        if "supported" not in v:
+            lines.append(f"- **{v['claim']}**: {v['verdict']}.")
+            continue
+        b, w = v["better"], v["worse"]
+        lines.append(
+            f"- **{v['claim']}**: **{v['verdict']}** by this run — {_label(b['cells'])}: R@1 {b['mean']:.1f}"
+            f" (n={b['n']}, std {b['std']:.1f}) vs {_label(w['cells'])}: {w['mean']:.1f} (n={w['n']}, std {w['std']:.1f});"
+            f" difference {v['difference']:+.1f} points, margin {v['margin']:.1f}."
+        )
+    return lines
+
+
 def _fmt(ms: tuple[float, float], seeds: int) -> str:
     m, s = ms
     return f"{m:.1f} ± {s:.1f}" if seeds > 1 else f"{m:.1f}"
@@ -166,17 +182,7 @@ def markdown(
             curves = f", training curves: `{comp.name}-training.png`" if logs else ""
             lines.append(f"\nChance R@1: {rows[0]['chance']:.1f}%. Plot: `{comp.name}.png`{curves}.")
     if grid.claims:
-        lines += ["", "## The paper's claims", ""]
-        for v in (verdict(grid, records, c) for c in grid.claims):
-            if "supported" not in v:
-                lines.append(f"- **{v['claim']}**: {v['verdict']}.")
-                continue
-            b, w = v["better"], v["worse"]
-            lines.append(
-                f"- **{v['claim']}**: **{v['verdict']}** by this run — {_label(b['cells'])}: R@1 {b['mean']:.1f}"
-                f" (n={b['n']}, std {b['std']:.1f}) vs {_label(w['cells'])}: {w['mean']:.1f} (n={w['n']}, std {w['std']:.1f});"
-                f" difference {v['difference']:+.1f} points, margin {v['margin']:.1f}."
-            )
+        lines += ["", "## The paper's claims", "", *claim_lines(grid, records)]
         if len(grid.seeds) == 1:
             lines.append(
                 "\nOne seed per cell: the margin is the 1-point floor, not a measured spread; treat verdicts as indicative."
