@@ -7,7 +7,7 @@ directories or files, e.g. a seed run this session beside one whose cell directo
 kept in docs/. Not a test:
 
     python scripts/seed_table.py --grid paper-small --seeds 0,1 \\
-        docs/paper-small/results.csv docs/paper-small/session10/results.csv /work/exp/ps-s1/results.csv
+        docs/paper-small/results.csv docs/paper-small/session10/results.csv docs/paper-small/seed1-results.csv
 """
 
 from __future__ import annotations
