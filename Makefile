@@ -21,8 +21,11 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-assets.txt pyprojec
 demo: setup
 	$(BIN)/mmtlab demo $(ARGS)
 
+# The suite runs in parallel (pytest-xdist), one process per core and one thread per process (torch's default
+# threads collapse when processes share cores); whole files go to one worker, so module fixtures are built once.
+TEST_JOBS ?= auto
 test: setup
-	$(BIN)/python -m pytest $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 # ruff format --check and ruff check, configured in pyproject.toml ([tool.ruff]); `make format` applies both.
 lint: setup

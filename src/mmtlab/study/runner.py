@@ -96,6 +96,7 @@ def _train_cell(grid: Grid, cell: Cell, data_dirs: list[Path], run_dir: Path, to
             sys.executable,
             "-m",
             "torch.distributed.run",
+            "--standalone",  # a free port per cell: studies side by side do not fight over 29500
             f"--nproc_per_node={torchrun}",
             "-m",
             "mmtlab.cli",
