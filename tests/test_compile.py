@@ -78,6 +78,7 @@ def test_compiled_training_follows_the_eager_loss_curve(tmp_path):
         counters.clear()
         cfg = tiny_cfg(
             store,
+            "vilbert-1block",  # one layer: Inductor's cold compile (every CI run) is what this test costs
             **{
                 "train.steps": "3",
                 "train.batch_size": "8",

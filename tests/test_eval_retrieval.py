@@ -151,27 +151,10 @@ def test_cli_eval_and_errors(tmp_path, flickr, capsys):
 
 def test_compiled_scoring_gives_the_same_results(tmp_path, flickr):
     """``--compile``: the per-pair layers through torch.compile with frozen weights score every pair as eager
-    does (different batch sizes: one dynamic graph), and the results say so."""
-    from mmtlab.model.compile import compile_fn
-
+    does (the last batch is smaller: one dynamic graph), and the results say so."""
     model = tiny("mixed-modality")
     store = open_store(flickr).split("test")
     eager = evaluate_retrieval(model, store, "exhaustive", batch_size=64, progress=False)
-    match = model.match_logits
-    fast = compile_fn(match, dynamic=True, freeze=True)
-    with torch.no_grad():
-        t = model.encode_text(torch.randint(1000, 2000, (5, 7)), torch.ones(5, 7, dtype=torch.bool))
-        v, vm = model.encode_image(
-            {
-                "img_feats": torch.randn(5, 4, FEAT),
-                "img_boxes": torch.rand(5, 4, 5),
-                "img_mask": torch.ones(5, 4, dtype=torch.bool),
-            }
-        )
-        for n in (5, 3):
-            args = (t[:n], torch.ones(n, 7, dtype=torch.bool), v[:n], vm[:n])
-            torch.testing.assert_close(fast(*args), match(*args), atol=1e-4, rtol=1e-4)
-
     run = make_run(tmp_path / "run", "mixed-modality", "itm+mlm")
     r = evaluate_run(run, flickr, tmp_path / "c.json", batch_size=64, progress=False, compile=True)
     assert r["text_to_image"] == eager["text_to_image"] and r["image_to_text"] == eager["image_to_text"]

@@ -34,8 +34,8 @@ def store(tmp_path_factory) -> str:
     return make_store(tmp_path_factory.mktemp("data") / "coco")
 
 
-def tiny_cfg(store: str, **overrides):
-    return make_run_config("vilbert-2block", scale="tiny", data_dirs=[store], overrides={**TINY, **overrides})
+def tiny_cfg(store: str, preset: str = "vilbert-2block", **overrides):
+    return make_run_config(preset, scale="tiny", data_dirs=[store], overrides={**TINY, **overrides})
 
 
 def run_cli(*argv: str, capsys=None) -> tuple[int, str]:

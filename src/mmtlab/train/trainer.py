@@ -303,7 +303,7 @@ def _train(
         load_weights(model, ckpt / "model.safetensors")
     objective = Objective(model, loss_fn or PretrainingLoss(cfg.loss))
     if t.compile:  # the forward only: masking and losses stay eager (their RNG streams stay the eager ones)
-        model.forward = compile_fn(model.forward)
+        model.forward = compile_fn(model.forward, dynamic=True)
     runner: nn.Module = objective
     if d.world > 1:
         runner = nn.parallel.DistributedDataParallel(
