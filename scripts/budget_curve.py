@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from mmtlab.files import load_yaml
+from mmtlab.train.metrics import training_lines
 
 
 def mmtlab(*args: str) -> None:
@@ -30,8 +31,7 @@ def mmtlab(*args: str) -> None:
 
 def itm_curve(run: Path) -> list[tuple[int, float]]:
     """(step, ITM loss) of every logged step of a run that has an ITM term."""
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [(r["step"], r["itm"]) for r in rows if "itm" in r]
+    return [(r["step"], r["itm"]) for r in training_lines(run) if "itm" in r]
 
 
 def run_curve(args: argparse.Namespace) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from mmtlab.cpu import WAIT_VARIABLES, available_cores
+from mmtlab.train.metrics import mean_throughput
 
 POLICIES = {
     "torch default": ({"GOMP_SPINCOUNT": "300000"}, []),
@@ -58,10 +58,7 @@ def train_speed(data: Path, run: Path, policy: str, steps: int, batch: int, limi
            f"train.log_every={max(1, steps // 5)}", "train.progress=false", f"train.ckpt_every={steps}"]  # fmt: skip
     with contextlib.suppress(subprocess.TimeoutExpired):
         subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, timeout=limit, check=False)
-    metrics = run / "metrics.jsonl"
-    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-    rates = [r["samples_per_s"] for r in rows if "samples_per_s" in r][1:]
-    return sum(rates) / len(rates) if rates else None
+    return mean_throughput(run, skip=1)
 
 
 def main() -> None:

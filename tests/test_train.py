@@ -304,3 +304,20 @@ def test_training_vocabulary_is_recorded_and_resumes(store, tmp_path, capsys):
     assert code == 0 and load_state(run / "checkpoint")["step"] == 3
     with pytest.raises(ConfigError, match="data.vocab"):
         tiny_cfg(store, **{"data.vocab": "tiny"})
+
+
+def test_metrics_reader_keeps_training_lines_and_averages_throughput(tmp_path):
+    """``mmtlab.train.metrics``: lines without a loss (e.g. an evaluation) are not training lines; the mean
+    samples/s skips the warm-up windows asked for; a run without a log has neither."""
+    from mmtlab.train.metrics import mean_throughput, training_lines
+
+    lines = [
+        {"step": 10, "loss": 3.0, "samples_per_s": 10.0},
+        {"step": 10, "val_R@1": 5.0},
+        {"step": 20, "loss": 2.0, "samples_per_s": 30.0},
+        {"step": 30, "loss": 1.0, "samples_per_s": 50.0},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + "\n")
+    assert [x["step"] for x in training_lines(tmp_path)] == [10, 20, 30]
+    assert mean_throughput(tmp_path) == 30.0 and mean_throughput(tmp_path, skip=1) == 40.0
+    assert training_lines(tmp_path / "none") == [] and mean_throughput(tmp_path / "none") is None

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..train.metrics import training_lines
+
 
 def dataset_dir(root: Path, name: str) -> Path:
     """Where dataset ``name`` of the grid is generated."""
@@ -38,11 +40,7 @@ def load_records(root: Path) -> dict[str, dict]:
 
 def training_log(root: Path, key: str) -> list[dict]:
     """The training lines (those with a ``loss``) of cell ``key``'s ``metrics.jsonl``; empty when it has none."""
-    path = root / "cells" / key / "run" / "metrics.jsonl"
-    if not path.exists():
-        return []
-    lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return [line for line in lines if "loss" in line]
+    return training_lines(root / "cells" / key / "run")
 
 
 __all__ = ["dataset_dir", "record_path", "load_records", "training_log"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import json
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from typing import Any
 import yaml
 
 from ..files import write_json
+from ..train.metrics import mean_throughput
 from .grid import Cell, Grid
 from .jobs import run_jobs
 from .layout import dataset_dir, load_records, record_path
@@ -148,7 +148,7 @@ def run_cell(
         "results": results,
         "train_seconds": round(t1 - t0, 1),
         "eval_seconds": round(time.perf_counter() - t1, 1),
-        "train_samples_per_s": _throughput(run_dir),
+        "train_samples_per_s": _round(mean_throughput(run_dir)),
         "run": str(run_dir),
     }
     write_json(record, record_path(root, cell.key))
@@ -156,14 +156,8 @@ def run_cell(
     return record
 
 
-def _throughput(run_dir: Path) -> float | None:
-    rows = (
-        [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        if (run_dir / "metrics.jsonl").exists()
-        else []
-    )
-    rates = [r["samples_per_s"] for r in rows if isinstance(r.get("samples_per_s"), (int, float))]
-    return round(sum(rates) / len(rates), 1) if rates else None
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
 
 
 def run_study(
