@@ -4,15 +4,17 @@ For each condition (quiet, one core busy, every core busy: plain Python loops st
 same short `mmtlab train --preset merged --loss itm+mlm --scale tiny` under each policy, the policies alternating
 within a condition:
 
-* ``torch default``: torch's threads (one per core) with libgomp's default wait (spin 300,000 times before
-  sleeping), i.e. mmtlab before the policy; reproduced with ``GOMP_SPINCOUNT=300000``, libgomp's value when
-  nothing is set, which mmtlab leaves alone as a user's choice;
-* ``mmtlab default``: torch's threads, ``OMP_WAIT_POLICY=PASSIVE`` (what mmtlab sets now);
+* ``torch default``: one thread per core with libgomp's default wait (spin 300,000 times before sleeping), i.e.
+  mmtlab before any policy; reproduced with ``GOMP_SPINCOUNT=300000`` (libgomp's value when nothing is set) and
+  ``OMP_NUM_THREADS`` = the cores, which mmtlab leaves alone as a user's choice;
+* ``passive, every core``: one thread per core, ``OMP_WAIT_POLICY=PASSIVE`` (mmtlab's policy of sessions 7-13);
+* ``mmtlab default``: nothing set: mmtlab looks at the machine (``mmtlab.cpu``: every core idle -> OpenMP's
+  defaults; some busy -> one sleeping thread per idle core);
 * ``--threads 1``.
 
 samples/s is the mean of the run's ``metrics.jsonl`` windows after the first (warm-up); a run still going after
 ``--limit`` seconds is stopped and judged on the windows it logged. Prints a Markdown table with the ratios
-of mmtlab's default to the other two policies in the same condition. Not a test:
+of mmtlab's default to torch's default and to one thread, in the same condition. Not a test:
 
     OMP_NUM_THREADS= python scripts/cpu_policy_bench.py --steps 20
 """
@@ -30,8 +32,10 @@ from pathlib import Path
 from mmtlab.cpu import WAIT_VARIABLES, available_cores
 from mmtlab.train.metrics import mean_throughput
 
+CORES = str(available_cores())
 POLICIES = {
-    "torch default": ({"GOMP_SPINCOUNT": "300000"}, []),
+    "torch default": ({"GOMP_SPINCOUNT": "300000", "OMP_NUM_THREADS": CORES}, []),
+    "passive, every core": ({"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": CORES}, []),
     "mmtlab default": ({}, []),
     "--threads 1": ({}, ["--threads", "1"]),
 }
@@ -84,7 +88,8 @@ def main() -> None:
 
 
 def table(speeds: dict, conditions: dict) -> str:
-    """The Markdown table: samples/s per condition and policy, and mmtlab's default against the other two."""
+    """The Markdown table: samples/s per condition and policy, and mmtlab's default against torch's default and
+    against one thread."""
     lines = ["| machine | " + " | ".join(POLICIES) + " | mmtlab / torch default | mmtlab / `--threads 1` |",
              "|---" * (len(POLICIES) + 3) + "|"]  # fmt: skip
     for condition in conditions:

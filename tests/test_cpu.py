@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mmtlab.cli import build_parser, main
-from mmtlab.cpu import WAIT_VARIABLES, apply_cpu_policy
+from mmtlab.cpu import WAIT_VARIABLES, apply_cpu_policy, idle_cores
 
 BENCH = [
     "bench",
@@ -93,3 +93,70 @@ def test_every_command_that_runs_models_takes_threads(command):
 def test_a_bad_thread_count_is_one_line(capsys):
     assert main(["bench", "--threads", "0"]) == 2
     assert "--threads 0: give a positive number of threads" in capsys.readouterr().err
+
+
+STAT = """cpu  {a} 0 {b} {c} 0 0 0 0 0 0
+cpu0 {a0} 0 0 {i0} 0 0 0 0 0 0
+cpu1 {a1} 0 0 {i1} 5 0 0 0 0 0
+intr 12345
+"""
+
+
+def test_idle_cores_counts_the_busy_time_of_the_allowed_cpus(monkeypatch, tmp_path):
+    """From two reads of /proc/stat: cpu0 busy 90% of the interval, cpu1 idle (iowait counts as idle) -> 1 idle;
+    only the CPUs this process may run on count; an unreadable file gives None."""
+    stat = tmp_path / "stat"
+    reads = iter([dict(a0=100, i0=1000, a1=50, i1=2000), dict(a0=190, i0=1010, a1=50, i1=2100)])
+
+    def sleep(_):  # the second read sees the counters after the interval
+        stat.write_text(STAT.format(a=0, b=0, c=0, **next(reads)))
+
+    sleep(0)
+    monkeypatch.setattr("mmtlab.cpu.time.sleep", sleep)
+    monkeypatch.setattr("mmtlab.cpu._allowed_cpus", lambda: {0, 1})
+    assert idle_cores(stat=str(stat)) == 1
+    reads = iter([dict(a0=100, i0=1000, a1=50, i1=2000), dict(a0=190, i0=1010, a1=50, i1=2100)])
+    sleep(0)
+    monkeypatch.setattr("mmtlab.cpu._allowed_cpus", lambda: {0})  # taskset to the busy CPU
+    assert idle_cores(stat=str(stat)) == 0
+    assert idle_cores(stat=str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize(
+    "free, user, expected_wait, expected_threads",
+    [
+        (2, {}, None, None),  # quiet: OpenMP's defaults, every core, spinning
+        (1, {}, "PASSIVE", "1"),  # one core busy: one thread, sleeping at once
+        (0, {}, "PASSIVE", "1"),  # every core busy: still one thread
+        (None, {}, "PASSIVE", None),  # the machine cannot be read: as before the probe
+        (1, {"OMP_NUM_THREADS": "2"}, "PASSIVE", "2"),  # the user's thread count is kept
+        (1, {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE", "1"),  # and the user's wait policy
+        (2, {"OMP_NUM_THREADS": "4"}, "PASSIVE", "4"),  # more threads than idle cores: they must not spin
+    ],
+)
+def test_the_probe_chooses_threads_and_wait_from_the_idle_cores(monkeypatch, free, user, expected_wait,
+                                                                expected_threads):  # fmt: skip
+    for name in (*WAIT_VARIABLES, "OMP_NUM_THREADS"):
+        monkeypatch.setenv(name, "")  # so that monkeypatch restores the variable as it was
+        monkeypatch.delenv(name)
+    for name, value in user.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("mmtlab.cpu.available_cores", lambda: 2)
+    monkeypatch.setattr("mmtlab.cpu.idle_cores", lambda: free)
+    before = torch.get_num_threads()
+    try:
+        apply_cpu_policy(probe=True)
+        assert os.environ.get("OMP_WAIT_POLICY") == expected_wait
+        assert os.environ.get("OMP_NUM_THREADS") == expected_threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_one_thread_asked_for_needs_no_probe(monkeypatch):
+    monkeypatch.setattr("mmtlab.cpu.idle_cores", lambda: pytest.fail("probed"))
+    for name in WAIT_VARIABLES:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    apply_cpu_policy(probe=True)
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"

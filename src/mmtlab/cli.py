@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:
-        apply_cpu_policy(getattr(args, "threads", None))  # before any command imports torch
+        # before any command imports torch; commands that run models (they take --threads) look at the machine
+        apply_cpu_policy(getattr(args, "threads", None), probe=hasattr(args, "threads"))
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("mmtlab: interrupted", file=sys.stderr)

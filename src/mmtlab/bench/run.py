@@ -114,7 +114,8 @@ def results_header(opts: Options, shape: dict, inputs: dict, peak: float | None)
         "device": dev.type,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
         "cpu_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # mmtlab.cpu: PASSIVE unless the user set one
+        # mmtlab.cpu: None on a quiet machine (OpenMP spins), else PASSIVE, or the user's own
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "torch": torch.__version__,
         "transformers": _transformers_version(),
         "python": platform.python_version(),
