@@ -72,13 +72,14 @@ def idle_cores(interval: float = 0.2, stat: str = "/proc/stat") -> int | None:
         after = _cpu_times(stat, cpus)
     except (OSError, ValueError):
         return None
-    if not after:
+    seen = before.keys() & after.keys()
+    if not seen:
         return None
     busy = 0.0
-    for cpu, (total, idle) in after.items():
-        d_total, d_idle = total - before[cpu][0], idle - before[cpu][1]
+    for cpu in seen:
+        d_total, d_idle = after[cpu][0] - before[cpu][0], after[cpu][1] - before[cpu][1]
         busy += 1.0 - d_idle / d_total if d_total > 0 else 0.0
-    return max(0, len(after) - round(busy))
+    return max(0, len(seen) - round(busy))
 
 
 def _cpu_times(stat: str, cpus: set[int] | None) -> dict[int, tuple[int, int]]:
