@@ -235,8 +235,9 @@ def test_demo_quick_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
     # tiny recipe, leaves the ITM plateau at ln 2 = 0.693 and ranks far above chance by its ITM head alone. Measured:
     # 31.3 / 41.3% R@1 (two seeds) on the validation images it was chosen on, 30.0% here, chance 3.3%
     # (docs/paper-small.md, session 10); 3x chance and half the chance mean rank leave room for other CPUs' rounding.
-    key = next(k for k in load_records(out) if "__merged__" in k)
-    t2i = load_records(out)[key]["results"]["text_to_image"]
+    records = load_records(out)
+    key = next(k for k in records if "__merged__" in k)
+    t2i = records[key]["results"]["text_to_image"]
     itm = [line["itm"] for line in training_log(out, key) if "itm" in line]
     assert sum(itm[-3:]) / 3 < 0.5, itm
     assert t2i["R@1"] >= 10.0 and t2i["mean_rank"] < 0.5 * (30 + 1) / 2, t2i
