@@ -36,6 +36,9 @@ def _grid(**changes):
     return raw
 
 
+HELD_OUT = {**_grid()["datasets"], "cc": {"style": "cc", "n": 10, "split": "test"}}  # cc as held-out images
+
+
 def test_grid_expands_cells_once_per_seed_and_dedupes():
     grid = parse_grid(_grid())
     keys = [c.key for c in grid.cells]
@@ -69,6 +72,27 @@ def test_grid_expands_cells_once_per_seed_and_dedupes():
         ),
         ({"eval": {"data": "nope"}}, r"eval.data 'nope' must name"),
         ({"comparisons": {"a": {"axis": "data", "data": ["test"], "preset": ["merged"]}}}, r"is the evaluation set"),
+        ({"eval": {"data": "test", "also": ["nope"]}}, r"eval.also 'nope' must name a \(non-mixture\) dataset"),
+        ({"eval": {"data": "test", "also": ["test"]}}, r"eval.also 'test' must name .* other than eval.data"),
+        (
+            {
+                "eval": {"data": "test", "also": ["coco"]},
+                "datasets": {**HELD_OUT, "coco": {"style": "coco", "split": "test"}},
+            },
+            r"dataset 'coco' trains on 'coco', which is an eval.also set",
+        ),
+        (
+            {"eval": {"data": "test", "also": ["cc"]}},
+            r"datasets.cc is generated as split 'train' but is evaluated on split 'test'",
+        ),
+        (
+            {
+                "eval": {"data": "test", "also": ["cc"]},
+                "datasets": {**HELD_OUT, "both": {"mix": ["coco", "cc"]}},
+                "comparisons": {"a": {"axis": "data", "data": ["both"], "preset": ["merged"]}},
+            },
+            r"dataset 'both' trains on 'cc', which is an eval.also set",
+        ),
         (
             {"claims": [{"better": {"comparison": "zzz"}, "worse": {"comparison": "attention"}}]},
             r"claims\[0\].better.comparison 'zzz'",
@@ -173,6 +197,39 @@ def test_report_tables_and_csv(tmp_path):
     assert len(rows) == len(grid.cells) and float(rows[0]["text_to_image/R@1"]) in (40.0, 44.0)
 
 
+def test_report_shows_held_out_sets_beside_the_test_set(tmp_path):
+    """``eval.also``: each held-out set's text->image R@1 is a column (mean ± std over the seeds that have it) with
+    its own chance, CSV fields and a bar series; a row without it (its models were gone when the set was added)
+    shows a dash."""
+    from mmtlab.study.report import plot
+
+    grid = parse_grid(_grid(eval={"data": "test", "also": ["cc"]}, datasets=HELD_OUT))
+    recs = _records(
+        grid, {"merged": [40, 44], "single-modality": [10, 12], "contrastive32": [43, 47], "baseline": [5, 7]}
+    )
+    for rec in recs.values():
+        rec["also"] = {"cc": {"text_to_image": {"R@1": 2 * rec["results"]["text_to_image"]["R@1"]}, "n_images": 10}}
+    for key in recs:
+        if "__merged__itm+mlm+mrm__" in key or key.endswith("__baseline__contrastive1024__s0"):
+            del recs[key]["also"]
+    md = markdown(grid, recs)
+    assert "| I→T R@10 | T→I R@1 on `cc` |" in md and "Also scored on held-out `cc`" in md
+    assert "| `coco` | `single-modality` | `itm+mlm+mrm` | 11.0 ± 1.4 |" in md and "| 31.0 ± 1.4 | 22.0 ± 2.8 |" in md
+    assert "| 26.0 ± 1.4 | 14.0 (n=1) |" in md  # the baseline: only seed 1 has the held-out result
+    assert "| 62.0 ± 2.8 | — |" in md and "nan" not in md  # merged: no seed has it
+    assert "Chance R@1: 20.0%, on `cc` 10.0%." in md  # from the second row: the first has no held-out result
+    write_csv(recs, tmp_path / "results.csv", grid.eval["also"])
+    rows = {r["key"]: r for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    for key, row in rows.items():
+        if "also" in recs[key]:
+            assert (
+                float(row["cc/text_to_image/R@1"]) == 2 * float(row["text_to_image/R@1"]) and row["cc/n_images"] == "10"
+            )
+        else:
+            assert row["cc/text_to_image/R@1"] == row["cc/n_images"] == "", key
+    assert [p.name for p in plot(grid, recs, tmp_path)] == ["attention.png", "losses.png"]
+
+
 def test_report_plots(tmp_path):
     from mmtlab.study.report import plot
 
@@ -227,6 +284,7 @@ def test_demo_quick_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
     md = (out / "results.md").read_text()
     assert "| `coco` | `merged` | `itm+mlm+mrm` |" in md and "| `coco` | `single-modality` | `itm+mlm+mrm` |" in md
     assert "merged attention beats modality-specific attention" in md and md in printed
+    assert "T→I R@1 on `coco-check`" in md and "on held-out coco-check images" in printed
     assert (out / "attention.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "attention-training.png").read_bytes()[:4] == b"\x89PNG" and "first step < 0.6" in md
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -252,6 +310,10 @@ def test_demo_quick_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
         # the cell's evaluation is also a results file as `mmtlab eval retrieval --out` writes it (score chunks gone)
         assert json.loads((path.parent / "results.json").read_text()) == res and res["run"] == str(path.parent / "run")
         assert not (path.parent / "results.json.scores").exists()
+        # and on the held-out coco-style images (eval.also), beside the test set
+        check = rec["also"]["coco-check"]
+        assert check["n_images"] == 30 and json.loads((path.parent / "results-coco-check.json").read_text()) == check
+        assert not (path.parent / "results-coco-check.json.scores").exists()
     # a second run finds every cell finished and only regenerates the report
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     assert capsys.readouterr().out.count("done, skipped") == 2

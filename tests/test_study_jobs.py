@@ -19,7 +19,9 @@ from mmtlab.study.runner import _claim, run_study
 
 GRID = {
     "scale": "tiny", "data": ["coco"], "attention": ["merged", "single-modality"], "loss": ["itm"], "seeds": [0],
-    "datasets": {"coco": {"style": "coco", "n": 20}, "test": {"style": "flickr", "n": 6}}, "eval": {"data": "test"},
+    "datasets": {"coco": {"style": "coco", "n": 20}, "test": {"style": "flickr", "n": 6},
+                 "held": {"style": "coco", "n": 5, "split": "test"}},
+    "eval": {"data": "test", "also": ["held"]},  # held-out coco-style images, scored beside the test set
     "overrides": {"model.width": 32, "model.heads": 2, "model.ffn": 64, "train.steps": 4, "train.batch_size": 4,
                   "train.log_every": 1},
 }  # fmt: skip
@@ -48,15 +50,39 @@ def test_jobs_give_the_records_of_a_serial_run(tmp_path, one_thread):
     for key, rec in parallel.items():
         for direction in ("text_to_image", "image_to_text"):
             assert rec["results"][direction] == serial[key]["results"][direction], key
+            assert rec["also"]["held"][direction] == serial[key]["also"]["held"][direction], key
+        assert (rec["results"]["n_images"], rec["also"]["held"]["n_images"]) == (6, 5)
+        assert not list((tmp_path / "jobs" / "cells" / key).glob("*.scores"))  # score chunks removed
         assert _losses(tmp_path / "jobs", key) == _losses(tmp_path / "serial", key)
     # the jobs generated the data and ran the cells; one display line per event, naming the job
-    assert sum("generating dataset" in line and "(job " in line for line in lines) == 2
+    assert sum("generating dataset" in line and "(job " in line for line in lines) == 3
     assert sum("training + evaluation  (job " in line for line in lines) == 2
-    assert (tmp_path / "jobs" / "results.md").exists()
+    assert sum(", on held " in line for line in lines) == 2  # each cell's line gives both R@1s
+    assert "T→I R@1 on `held`" in (tmp_path / "jobs" / "results.md").read_text()
     # run again: every cell is finished, no job is started
     again = []
     run_study(grid, tmp_path / "jobs", progress=False, log=again.append, jobs=2)
     assert sum("done, skipped" in line for line in again) == 2 and not any("job" in line for line in again)
+
+
+def test_a_held_out_set_added_later_is_scored_without_training_again(tmp_path, one_thread):
+    """A finished study whose grid gains an ``eval.also`` set: the same command scores each finished cell on it
+    (nothing retrained, the test set's results kept), then treats the cells as finished."""
+    plain = {**GRID, "attention": ["merged"], "eval": {"data": "test"}}
+    root = tmp_path / "s"
+    (before,) = run_study(parse_grid(plain), root, progress=False, log=lambda s: None).values()
+    assert before["also"] == {}
+    losses = _losses(root, before["key"])
+    lines = []
+    (after,) = run_study(parse_grid({**plain, "eval": GRID["eval"]}), root, progress=False, log=lines.append).values()
+    assert sum("evaluation on the new eval.also sets" in line for line in lines) == 1
+    assert after["also"]["held"]["n_images"] == 5 and after["results"] == before["results"]
+    assert after["train_seconds"] == before["train_seconds"] and after["eval_seconds"] > before["eval_seconds"]
+    assert _losses(root, after["key"]) == losses  # not trained again
+    assert "T→I R@1 on `held`" in (root / "results.md").read_text()
+    again = []
+    run_study(parse_grid({**plain, "eval": GRID["eval"]}), root, progress=False, log=again.append)
+    assert sum("done, skipped" in line for line in again) == 1
 
 
 def _held(lock) -> bool:

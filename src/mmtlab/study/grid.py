@@ -7,8 +7,10 @@ A grid is YAML (``mmtlab study --grid GRID.yaml``; the shipped ones are in ``mmt
     seeds: [0, 1]
     overrides: {train.steps: 800}     # key=value overrides for every cell
     eval: {scorer: exhaustive, data: flickr-test, split: test}
+    #   also: [coco-check]            # optional: more held-out sets, scored like the test set, reported beside it
     datasets:                         # names used by the comparisons
       coco: {style: coco, n: 3000}                 # a synthetic-world store, generated once
+      coco-check: {style: coco, n: 100, split: test}   # held-out images of a training style (in-domain check)
       cc-noisy: {style: cc, n: 3000, noise: 0.3}
       flickr-test: {style: flickr, n: 200}
       coco-and-cc: {mix: [coco, cc-noisy], sampling: dataset}
@@ -192,6 +194,8 @@ def _expand_flat(raw: dict[str, Any]) -> dict[str, Any]:
 
 def parse_grid(raw: dict[str, Any]) -> Grid:
     """Check a grid's names and structure (either form above); raises :class:`ConfigError` before anything runs."""
+    from ..data.synth import default_split
+
     if not isinstance(raw, dict):
         raise ConfigError("grid: expected a YAML mapping")
     raw = _expand_flat(raw)
@@ -220,6 +224,21 @@ def parse_grid(raw: dict[str, Any]) -> Grid:
     if ev["scorer"] not in SCORERS:
         raise ConfigError(f"grid: eval.scorer {ev['scorer']!r}; valid: {', '.join(SCORERS)}")
     ev.setdefault("split", "test")
+    also = [str(n) for n in _as_list(ev.get("also") or [], "eval.also")]
+    for n in also:
+        if n not in datasets or "mix" in datasets[n] or n == ev["data"]:
+            raise ConfigError(
+                f"grid: eval.also {n!r} must name a (non-mixture) dataset other than eval.data; {_names('datasets', names)}"
+            )
+    ev["also"] = list(dict.fromkeys(also))
+    for n in (ev["data"], *ev["also"]):
+        spec = datasets[n]
+        made = spec.get("split") or (default_split(spec["style"]) if "style" in spec else ev["split"])
+        if made != ev["split"]:
+            raise ConfigError(
+                f"grid: datasets.{n} is generated as split {made!r} but is evaluated on split {ev['split']!r}; "
+                f"give it split: {ev['split']}"
+            )
     presets, losses = list_presets(), list_loss_sets()
     seeds = [int(s) for s in _as_list(raw.get("seeds", [0]), "seeds")]
 
@@ -240,8 +259,13 @@ def parse_grid(raw: dict[str, Any]) -> Grid:
         for d, p, lo in combos:
             if d not in datasets:
                 raise ConfigError(f"grid: comparisons.{cname}: unknown dataset {d!r}; {_names('datasets', names)}")
-            if d == ev["data"]:
-                raise ConfigError(f"grid: comparisons.{cname}: dataset {d!r} is the evaluation set; train on another")
+            trained_on = datasets[d].get("mix", [d])
+            for held_out in (ev["data"], *ev["also"]):
+                if held_out in trained_on:
+                    which = "the evaluation set" if held_out == ev["data"] else "an eval.also set"
+                    raise ConfigError(
+                        f"grid: comparisons.{cname}: dataset {d!r} trains on {held_out!r}, which is {which}; train on another"
+                    )
             if p not in presets:
                 raise ConfigError(f"grid: comparisons.{cname}: unknown preset {p!r}; {_names('presets', presets)}")
             loss = preset_info(p)["loss"] if lo == "default" else lo

@@ -27,7 +27,7 @@ import yaml
 from ..cpu import apply_cpu_policy, available_cores
 from ..errors import MmtlabError, one_line, user_fixable
 from .grid import Grid
-from .layout import record_path
+from .layout import finished
 
 STATUS_EVERY = 30.0  # seconds between status lines when the display is not a terminal (as progress bars)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -51,7 +51,7 @@ def run_jobs(
     ``work`` is the claim loop each process runs (:func:`mmtlab.study.runner.work`, passed in by the runner,
     which imports this module; a module-level function, so a spawned process can unpickle it)."""
     cells = grid.cells
-    pending = [c for c in cells if not _finished(root, c.key)]
+    pending = [c for c in cells if not finished(root, c.key, grid.eval["also"])]
     for i, cell in enumerate(cells, 1):
         if cell not in pending:
             log(f"[{i}/{len(cells)}] {cell.key}: done, skipped")
@@ -76,12 +76,8 @@ def run_jobs(
         for p in procs.values():
             p.join()
     for i, cell in enumerate(cells, 1):
-        if not _finished(root, cell.key):
+        if not finished(root, cell.key, grid.eval["also"]):
             log(f"[{i}/{len(cells)}] {cell.key}: running in another process, skipped")
-
-
-def _finished(root: Path, key: str) -> bool:
-    return record_path(root, key).exists()
 
 
 def _follow(procs: dict[int, multiprocessing.Process], events, display: Display) -> None:
@@ -147,6 +143,7 @@ class Display:
 
     def __init__(self, grid: Grid, root: Path, jobs: int, live: bool, status: bool, log: Callable[[str], None]):
         self.root, self.log, self.status = root, log, status
+        self.also = grid.eval["also"]
         self.total = len(grid.cells)
         self.cells: dict[int, str] = {}  # job -> the cell it runs
         self.steps: dict[str, int] = {}  # cell -> its run's train.steps
@@ -205,7 +202,7 @@ class Display:
             except (yaml.YAMLError, KeyError, TypeError):  # being written
                 pass
         total = self.steps.get(key)
-        if record_path(self.root, key).exists():
+        if finished(self.root, key, self.also):
             return "done", total or 0, total
         if (run / "model.safetensors").exists():  # trained
             return "evaluation", total or 0, total

@@ -5,6 +5,7 @@ with the seed spread; each comparison's training curves)."""
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,12 @@ def r1(records: list[dict]) -> list[float]:
     return [r["results"]["text_to_image"]["R@1"] for r in records]
 
 
+def held_out(records: list[dict], name: str) -> list[dict]:
+    """The results on the held-out set ``name`` (``eval.also``) of the records that have them (a cell whose
+    trained model was gone when the set was added to the grid has none)."""
+    return [r["also"][name] for r in records if name in r.get("also", {})]
+
+
 def comparison_rows(grid: Grid, records: dict[str, dict]) -> dict[str, list[dict[str, Any]]]:
     """Per comparison: one row per (data, preset, loss), metrics averaged over seeds."""
     tables = {}
@@ -44,6 +51,13 @@ def comparison_rows(grid: Grid, records: dict[str, dict]) -> dict[str, list[dict
             row: dict[str, Any] = {"data": d, "preset": p, "loss": lo, "seeds": len(rs)}
             for direction, metric in METRICS:
                 row[f"{direction}/{metric}"] = _mean_std([r["results"][direction][metric] for r in rs])
+            for name in grid.eval["also"]:
+                res = held_out(rs, name)
+                row[f"also/{name}"] = (
+                    _mean_std([x["text_to_image"]["R@1"] for x in res]) if res else (math.nan, math.nan)
+                )
+                row[f"also/{name}/n"] = len(res)
+                row[f"also/{name}/chance"] = 100.0 / res[0]["n_images"] if res else math.nan
             row["scorer"] = rs[0]["results"].get("scorer")
             row["chance"] = 100.0 / rs[0]["results"]["n_images"]
             rows.append(row)
@@ -110,6 +124,8 @@ def claim_lines(grid: Grid, records: dict[str, dict]) -> list[str]:
 
 def _fmt(ms: tuple[float, float], seeds: int) -> str:
     m, s = ms
+    if math.isnan(m):
+        return "—"
     return f"{m:.1f} ± {s:.1f}" if seeds > 1 else f"{m:.1f}"
 
 
@@ -117,9 +133,12 @@ def _label(sel: dict[str, str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sel.items() if k != "comparison")
 
 
-def write_csv(records: dict[str, dict], path: Path) -> None:
+def write_csv(records: dict[str, dict], path: Path, also: list[str] = ()) -> None:
+    """One row per finished cell: the test set's metrics, then the text→image R@1 on each ``eval.also`` set."""
     fields = ["key", "data", "preset", "loss", "seed", "scorer", "n_images", "n_captions"]
-    fields += [f"{d}/{m}" for d, m in METRICS] + ["train_seconds", "eval_seconds", "train_samples_per_s"]
+    fields += [f"{d}/{m}" for d, m in METRICS]
+    fields += [f"{name}/{column}" for name in also for column in ("text_to_image/R@1", "n_images")]
+    fields += ["train_seconds", "eval_seconds", "train_samples_per_s"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -128,6 +147,11 @@ def write_csv(records: dict[str, dict], path: Path) -> None:
             row = {k: r.get(k) for k in fields if k in r}
             row.update(scorer=res.get("scorer"), n_images=res["n_images"], n_captions=res["n_captions"])
             row.update({f"{d}/{m}": res[d][m] for d, m in METRICS})
+            for n in also:
+                for res in held_out([r], n):
+                    row.update(
+                        {f"{n}/text_to_image/R@1": res["text_to_image"]["R@1"], f"{n}/n_images": res["n_images"]}
+                    )
             w.writerow(row)
 
 
@@ -145,6 +169,10 @@ def markdown(
         f"(split `{grid.eval['split']}`, scorer `{grid.eval['scorer']}`). {len(records)}/{len(grid.cells)} cells finished, "
         f"{total / 60:.1f} min of training + evaluation. Values are mean ± std over seeds (text→image = image retrieval)."
     )
+    if grid.eval["also"]:
+        names = ", ".join(f"`{n}`" for n in grid.eval["also"])
+        lines += ["", f"Also scored on held-out {names} (same split and scorer): the `R@1 on` columns. A model that "
+                      "stays near chance on the test set but not there learned its training data and did not transfer."]  # fmt: skip
     if grid.overrides:
         lines += ["", "Settings of every cell: " + ", ".join(f"`{k}={v}`" for k, v in grid.overrides.items()) + "."]
     for comp in grid.comparisons:
@@ -163,6 +191,7 @@ def markdown(
             "I→T R@1",
             "I→T R@5",
             "I→T R@10",
+            *(f"T→I R@1 on `{n}`" for n in grid.eval["also"]),
         ]
         if logs:
             head.append(f"ITM loss at the end (first step < {ITM_LEFT})")
@@ -172,6 +201,9 @@ def markdown(
             cells = [f"`{row['data']}`", f"`{row['preset']}`", f"`{row['loss']}`"]
             cells += [f"{props.get(k, float('nan')):.2f}" for k in extra]
             cells += [_fmt(row[f"{d}/{m}"], row["seeds"]) for d, m in METRICS]
+            for n in grid.eval["also"]:
+                seeds = row[f"also/{n}/n"]
+                cells.append(_fmt(row[f"also/{n}"], seeds) + (f" (n={seeds})" if 0 < seeds < row["seeds"] else ""))
             if logs:
                 keys = [
                     c.key for c in comp.cells if (c.data, c.preset, c.loss) == (row["data"], row["preset"], row["loss"])
@@ -180,7 +212,11 @@ def markdown(
             lines.append("| " + " | ".join(cells) + " |")
         if rows:
             curves = f", training curves: `{comp.name}-training.png`" if logs else ""
-            lines.append(f"\nChance R@1: {rows[0]['chance']:.1f}%. Plot: `{comp.name}.png`{curves}.")
+            chance = ""
+            for n in grid.eval["also"]:
+                known = [row[f"also/{n}/chance"] for row in rows if not math.isnan(row[f"also/{n}/chance"])]
+                chance += f", on `{n}` {known[0]:.1f}%" if known else ""
+            lines.append(f"\nChance R@1: {rows[0]['chance']:.1f}%{chance}. Plot: `{comp.name}.png`{curves}.")
     if grid.claims:
         lines += ["", "## The paper's claims", "", *claim_lines(grid, records)]
         if len(grid.seeds) == 1:
@@ -217,10 +253,17 @@ def plot(
         ]  # e.g. a flat grid's cross product
         labels = [" / ".join(r[a] for a in varying) for r in rows]
         means = [r["text_to_image/R@1"][0] for r in rows]
-        stds = [r["text_to_image/R@1"][1] for r in rows]
-        fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(rows) + 2), 3.6))
-        ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color="#4c72b0")
-        ax.axhline(rows[0]["chance"], color="grey", ls="--", lw=1, label="chance")
+        series = [(f"test: {grid.eval['data']}", "text_to_image/R@1")]
+        series += [(f"held out: {n}", f"also/{n}") for n in grid.eval["also"]]
+        width = 0.8 / len(series)
+        fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(rows) * len(series) + 2), 3.6))
+        for j, (name, column) in enumerate(series):
+            xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(rows))]
+            ax.bar(xs, [r[column][0] for r in rows], width, yerr=[r[column][1] for r in rows], capsize=3,
+                   color=f"C{j}", label=name if len(series) > 1 else None)  # fmt: skip
+        ax.axhline(
+            rows[0]["chance"], color="grey", ls="--", lw=1, label="chance (test)" if len(series) > 1 else "chance"
+        )
         ax.set_xticks(range(len(rows)), labels, rotation=35, ha="right")
         ax.set_ylabel("text→image R@1 (%)")
         ax.set_title(f"{grid.name}: {comp.name}")
@@ -285,7 +328,7 @@ def dataset_properties(grid: Grid, root: Path) -> dict[str, dict[str, float]]:
     ref = captions(open_store(store_dir(grid.eval["data"])))
     single: dict[str, dict[str, float]] = {}
     for name, spec in grid.datasets.items():
-        if "mix" in spec or name == grid.eval["data"] or not store_dir(name).exists():
+        if "mix" in spec or name in (grid.eval["data"], *grid.eval["also"]) or not store_dir(name).exists():
             continue
         store = open_store(store_dir(name))
         single[name] = {"noise": float(store.meta.get("noise", spec.get("noise", 0.0))),
@@ -307,7 +350,7 @@ def write_report(grid: Grid, root: str | Path, records: dict[str, dict] | None =
     records = load_records(root) if records is None else records
     properties = dataset_properties(grid, root) if any(c.axis == "data" for c in grid.comparisons) else None
     logs = {key: log for key in records if (log := training_log(root, key))}
-    write_csv(records, root / "results.csv")
+    write_csv(records, root / "results.csv", grid.eval["also"])
     plot(grid, records, root, properties)
     plot_training(grid, logs, root)
     path = root / "results.md"

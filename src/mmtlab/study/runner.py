@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ from ..files import write_json
 from ..train.metrics import mean_throughput
 from .grid import Cell, Grid
 from .jobs import run_jobs
-from .layout import dataset_dir, load_records, record_path
+from .layout import dataset_dir, finished, load_records, record_path
 from .report import write_report
 
 
@@ -66,7 +67,7 @@ def store_path(grid: Grid, root: Path, name: str, log: Callable[[str], None] = p
 def cell_stores(grid: Grid, root: Path, cell: Cell, log: Callable[[str], None] = print) -> dict[str, Path] | None:
     """name -> store of every dataset the cell trains and is evaluated on, or None while another process still
     generates one of them (each missing one that nobody generates is generated here first)."""
-    names = dict.fromkeys([*grid.train_datasets(cell.data), grid.eval["data"]])
+    names = dict.fromkeys([*grid.train_datasets(cell.data), grid.eval["data"], *grid.eval["also"]])
     paths = {name: store_path(grid, root, name, log) for name in names}
     return None if None in paths.values() else paths  # type: ignore[return-value]
 
@@ -132,27 +133,40 @@ def _evaluate_cell(grid: Grid, run_dir: Path, eval_dir: Path, out: Path, progres
 def run_cell(
     grid: Grid, cell: Cell, root: Path, paths: dict[str, Path], torchrun: int = 0, progress: bool = True
 ) -> dict:
-    """Train + evaluate one cell (resuming an interrupted run) and write its record."""
+    """Train + evaluate one cell (resuming an interrupted run) and write its record. A cell finished before a
+    held-out set was added to the grid's ``eval.also`` is scored on the sets its record lacks, nothing else."""
     cdir = root / "cells" / cell.key
     cdir.mkdir(parents=True, exist_ok=True)
     run_dir = cdir / "run"
-    data_dirs = [paths[n] for n in grid.train_datasets(cell.data)]
-    t0 = time.perf_counter()
-    if not (run_dir / "model.safetensors").exists():  # the trainer writes it when the run is complete
-        _train_cell(grid, cell, data_dirs, run_dir, torchrun, progress)
-    t1 = time.perf_counter()
-    results = _evaluate_cell(grid, run_dir, paths[grid.eval["data"]], cdir / "results.json", progress)
-    record = {
-        **dataclasses.asdict(cell),
-        "key": cell.key,
-        "results": results,
-        "train_seconds": round(t1 - t0, 1),
-        "eval_seconds": round(time.perf_counter() - t1, 1),
-        "train_samples_per_s": _round(mean_throughput(run_dir)),
-        "run": str(run_dir),
-    }
-    write_json(record, record_path(root, cell.key))
-    shutil.rmtree(cdir / "results.json.scores", ignore_errors=True)  # the resumable score chunks
+    path = record_path(root, cell.key)
+    if path.exists():
+        record = json.loads(path.read_text())
+        record.setdefault("also", {})
+        start = time.perf_counter()
+    else:
+        t0 = time.perf_counter()
+        if not (run_dir / "model.safetensors").exists():  # the trainer writes it when the run is complete
+            data_dirs = [paths[n] for n in grid.train_datasets(cell.data)]
+            _train_cell(grid, cell, data_dirs, run_dir, torchrun, progress)
+        start = time.perf_counter()
+        record = {
+            **dataclasses.asdict(cell),
+            "key": cell.key,
+            "results": _evaluate_cell(grid, run_dir, paths[grid.eval["data"]], cdir / "results.json", progress),
+            "also": {},
+            "train_seconds": round(start - t0, 1),
+            "eval_seconds": 0.0,
+            "train_samples_per_s": _round(mean_throughput(run_dir)),
+            "run": str(run_dir),
+        }
+    outs = {name: cdir / f"results-{name}.json" for name in grid.eval["also"] if name not in record["also"]}
+    record["also"].update(
+        {name: _evaluate_cell(grid, run_dir, paths[name], out, progress) for name, out in outs.items()}
+    )
+    record["eval_seconds"] = round(record["eval_seconds"] + time.perf_counter() - start, 1)
+    write_json(record, path)
+    for out in (cdir / "results.json", *outs.values()):
+        shutil.rmtree(out.with_name(out.name + ".scores"), ignore_errors=True)  # the resumable score chunks
     return record
 
 
@@ -205,8 +219,7 @@ def work(
         later = []
         for i, cell in waiting:
             tag = f"[{i}/{len(cells)}] {cell.key}"
-            record = record_path(root, cell.key)
-            if record.exists():
+            if finished(root, cell.key, grid.eval["also"]):
                 if log_skips:
                     log(f"{tag}: done, skipped")
                 continue
@@ -215,14 +228,17 @@ def work(
                 later.append((i, cell))
                 continue
             with _claim(root / "cells" / cell.key / "lock") as mine:
-                if not mine or record.exists():  # another process runs it, or finished it since we looked
+                done = finished(root, cell.key, grid.eval["also"])
+                if not mine or done:  # another process runs it, or finished it since we looked
                     if log_skips:
-                        log(f"{tag}: {'done' if record.exists() else 'running in another process'}, skipped")
+                        log(f"{tag}: {'done' if done else 'running in another process'}, skipped")
                     continue
                 started(cell)
-                log(f"{tag}: training + evaluation")
-                r1 = run_cell(grid, cell, root, paths, torchrun, progress)["results"]["text_to_image"]["R@1"]
-            log(f"{tag}: text->image R@1 {r1:.1f}%")
+                held_out = record_path(root, cell.key).exists()  # only a held-out set added since it finished
+                log(f"{tag}: {'evaluation on the new eval.also sets' if held_out else 'training + evaluation'}")
+                record = run_cell(grid, cell, root, paths, torchrun, progress)
+            checks = "".join(f", on {n} {r['text_to_image']['R@1']:.1f}%" for n, r in record["also"].items())
+            log(f"{tag}: text->image R@1 {record['results']['text_to_image']['R@1']:.1f}%{checks}")
         if later:
             time.sleep(1)
         waiting = later
