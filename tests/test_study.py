@@ -72,18 +72,24 @@ def test_grid_expands_cells_once_per_seed_and_dedupes():
         ),
         ({"eval": {"data": "nope"}}, r"eval.data 'nope' must name"),
         ({"comparisons": {"a": {"axis": "data", "data": ["test"], "preset": ["merged"]}}}, r"is the evaluation set"),
-        ({"eval": {"data": "test", "also": ["nope"]}}, r"eval.also 'nope' must name a \(non-mixture\) dataset"),
-        ({"eval": {"data": "test", "also": ["test"]}}, r"eval.also 'test' must name .* other than eval.data"),
+        ({"eval": {"data": "test", "also": ["nope"]}}, r"eval.also 'nope' is not a dataset; valid datasets: coco, cc"),
+        ({"eval": {"data": "test", "also": ["test"]}}, r"eval.also 'test' is eval.data already"),
         (
-            {
-                "eval": {"data": "test", "also": ["coco"]},
-                "datasets": {**HELD_OUT, "coco": {"style": "coco", "split": "test"}},
-            },
-            r"dataset 'coco' trains on 'coco', which is an eval.also set",
+            {"eval": {"data": "test", "also": ["both"]}, "datasets": {**HELD_OUT, "both": {"mix": ["coco", "cc"]}}},
+            r"eval.also 'both' is a mixture",
         ),
+        # a trained-on set is reported as that, before its split (its split: test would not help)
+        ({"eval": {"data": "test", "also": ["coco"]}}, r"dataset 'coco' trains on 'coco', which is an eval.also set"),
         (
             {"eval": {"data": "test", "also": ["cc"]}},
-            r"datasets.cc is generated as split 'train' but is evaluated on split 'test'",
+            r"datasets.cc is generated as split 'train' but is evaluated on split 'test'; give it split: test",
+        ),
+        (
+            {
+                "eval": {"data": "test", "also": ["mine"]},
+                "datasets": {**HELD_OUT, "mine": {"dir": "x", "split": "val"}},
+            },
+            r"datasets.mine holds split 'val' but is evaluated on split 'test'",
         ),
         (
             {

@@ -72,17 +72,28 @@ def test_a_held_out_set_added_later_is_scored_without_training_again(tmp_path, o
     root = tmp_path / "s"
     (before,) = run_study(parse_grid(plain), root, progress=False, log=lambda s: None).values()
     assert before["also"] == {}
-    losses = _losses(root, before["key"])
+    model = root / "cells" / before["key"] / "run" / "model.safetensors"
+    stamp = (model.stat().st_ino, model.stat().st_mtime_ns)
     lines = []
     (after,) = run_study(parse_grid({**plain, "eval": GRID["eval"]}), root, progress=False, log=lines.append).values()
     assert sum("evaluation on the new eval.also sets" in line for line in lines) == 1
+    assert [line.split(":")[0] for line in lines if "generating dataset" in line] == ["generating dataset held"]
     assert after["also"]["held"]["n_images"] == 5 and after["results"] == before["results"]
     assert after["train_seconds"] == before["train_seconds"] and after["eval_seconds"] > before["eval_seconds"]
-    assert _losses(root, after["key"]) == losses  # not trained again
+    assert (model.stat().st_ino, model.stat().st_mtime_ns) == stamp  # the model was not trained again
     assert "T→I R@1 on `held`" in (root / "results.md").read_text()
     again = []
     run_study(parse_grid({**plain, "eval": GRID["eval"]}), root, progress=False, log=again.append)
     assert sum("done, skipped" in line for line in again) == 1
+    # a set listed after the model was deleted cannot be scored: the cell is reported so, not trained again
+    model.unlink()
+    more = {**plain, "datasets": {**GRID["datasets"], "held2": {"style": "coco", "n": 5, "split": "test", "seed": 3}},
+            "eval": {"data": "test", "also": ["held", "held2"]}}  # fmt: skip
+    last = []
+    (kept,) = run_study(parse_grid(more), root, progress=False, log=last.append).values()
+    assert any("model.safetensors deleted: not scored on held2" in line for line in last), last
+    assert "held2" not in kept["also"] and not model.exists()
+    assert "| — |" in (root / "results.md").read_text()
 
 
 def _held(lock) -> bool:

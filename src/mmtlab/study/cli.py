@@ -94,7 +94,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a three-minute version on a smaller world (6 regions per image, 500 steps x 48 pairs)",
+        help="a four-minute version on a smaller world (6 regions per image, 500 steps x 48 pairs)",
     )
     _add_jobs_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -226,19 +226,13 @@ def parse_grid(raw: dict[str, Any]) -> Grid:
     ev.setdefault("split", "test")
     also = [str(n) for n in _as_list(ev.get("also") or [], "eval.also")]
     for n in also:
-        if n not in datasets or "mix" in datasets[n] or n == ev["data"]:
-            raise ConfigError(
-                f"grid: eval.also {n!r} must name a (non-mixture) dataset other than eval.data; {_names('datasets', names)}"
-            )
+        if n not in datasets:
+            raise ConfigError(f"grid: eval.also {n!r} is not a dataset; {_names('datasets', names)}")
+        if "mix" in datasets[n]:
+            raise ConfigError(f"grid: eval.also {n!r} is a mixture; name a held-out dataset that is not one")
+        if n == ev["data"]:
+            raise ConfigError(f"grid: eval.also {n!r} is eval.data already; name another held-out dataset")
     ev["also"] = list(dict.fromkeys(also))
-    for n in (ev["data"], *ev["also"]):
-        spec = datasets[n]
-        made = spec.get("split") or (default_split(spec["style"]) if "style" in spec else ev["split"])
-        if made != ev["split"]:
-            raise ConfigError(
-                f"grid: datasets.{n} is generated as split {made!r} but is evaluated on split {ev['split']!r}; "
-                f"give it split: {ev['split']}"
-            )
     presets, losses = list_presets(), list_loss_sets()
     seeds = [int(s) for s in _as_list(raw.get("seeds", [0]), "seeds")]
 
@@ -279,6 +273,15 @@ def parse_grid(raw: dict[str, Any]) -> Grid:
         comparisons.append(Comparison(cname, axis, cells))
     if not comparisons:
         raise ConfigError("grid: no comparisons")
+    for n in (ev["data"], *ev["also"]):  # after the comparisons: a trained-on set is reported as that first
+        spec = datasets[n]
+        made = spec.get("split") or (default_split(spec["style"]) if "style" in spec else ev["split"])
+        if made != ev["split"]:
+            how = "holds" if "dir" in spec else "is generated as"
+            raise ConfigError(
+                f"grid: datasets.{n} {how} split {made!r} but is evaluated on split {ev['split']!r}; "
+                f"give it split: {ev['split']}"
+            )
 
     claims = []
     comp_names = [c.name for c in comparisons]

@@ -144,7 +144,8 @@ class Display:
     def __init__(self, grid: Grid, root: Path, jobs: int, live: bool, status: bool, log: Callable[[str], None]):
         self.root, self.log, self.status = root, log, status
         self.also = grid.eval["also"]
-        self.total = len(grid.cells)
+        self.keys = [c.key for c in grid.cells]
+        self.total = len(self.keys)
         self.cells: dict[int, str] = {}  # job -> the cell it runs
         self.steps: dict[str, int] = {}  # cell -> its run's train.steps
         self.last_status = time.monotonic()
@@ -191,7 +192,7 @@ class Display:
             self.log(f"{self._done()}/{self.total} cells done; " + "; ".join(parts))
 
     def _done(self) -> int:
-        return sum(1 for _ in (self.root / "cells").glob("*/record.json"))
+        return sum(finished(self.root, key, self.also) for key in self.keys)
 
     def _cell_state(self, key: str) -> tuple[str, int, int | None]:
         """(phase, steps trained, steps in all) of a cell, from its run directory."""

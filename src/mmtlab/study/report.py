@@ -148,9 +148,9 @@ def write_csv(records: dict[str, dict], path: Path, also: list[str] = ()) -> Non
             row.update(scorer=res.get("scorer"), n_images=res["n_images"], n_captions=res["n_captions"])
             row.update({f"{d}/{m}": res[d][m] for d, m in METRICS})
             for n in also:
-                for res in held_out([r], n):
+                for check in held_out([r], n):
                     row.update(
-                        {f"{n}/text_to_image/R@1": res["text_to_image"]["R@1"], f"{n}/n_images": res["n_images"]}
+                        {f"{n}/text_to_image/R@1": check["text_to_image"]["R@1"], f"{n}/n_images": check["n_images"]}
                     )
             w.writerow(row)
 

@@ -26,7 +26,7 @@ from ..files import write_json
 from ..train.metrics import mean_throughput
 from .grid import Cell, Grid
 from .jobs import run_jobs
-from .layout import dataset_dir, finished, load_records, record_path
+from .layout import dataset_dir, finished, load_records, record_path, unscored
 from .report import write_report
 
 
@@ -67,7 +67,10 @@ def store_path(grid: Grid, root: Path, name: str, log: Callable[[str], None] = p
 def cell_stores(grid: Grid, root: Path, cell: Cell, log: Callable[[str], None] = print) -> dict[str, Path] | None:
     """name -> store of every dataset the cell trains and is evaluated on, or None while another process still
     generates one of them (each missing one that nobody generates is generated here first)."""
-    names = dict.fromkeys([*grid.train_datasets(cell.data), grid.eval["data"], *grid.eval["also"]])
+    if record_path(root, cell.key).exists():  # trained and evaluated: only held-out sets added since are scored
+        names = dict.fromkeys(unscored(root, cell.key, grid.eval["also"]))
+    else:
+        names = dict.fromkeys([*grid.train_datasets(cell.data), grid.eval["data"], *grid.eval["also"]])
     paths = {name: store_path(grid, root, name, log) for name in names}
     return None if None in paths.values() else paths  # type: ignore[return-value]
 
@@ -221,7 +224,9 @@ def work(
             tag = f"[{i}/{len(cells)}] {cell.key}"
             if finished(root, cell.key, grid.eval["also"]):
                 if log_skips:
-                    log(f"{tag}: done, skipped")
+                    gone = unscored(root, cell.key, grid.eval["also"])  # left only when the model was deleted
+                    note = f" (model.safetensors deleted: not scored on {', '.join(gone)})" if gone else ""
+                    log(f"{tag}: done, skipped{note}")
                 continue
             paths = cell_stores(grid, root, cell, log)
             if paths is None:  # another process is generating its data
@@ -237,7 +242,7 @@ def work(
                 held_out = record_path(root, cell.key).exists()  # only a held-out set added since it finished
                 log(f"{tag}: {'evaluation on the new eval.also sets' if held_out else 'training + evaluation'}")
                 record = run_cell(grid, cell, root, paths, torchrun, progress)
-            checks = "".join(f", on {n} {r['text_to_image']['R@1']:.1f}%" for n, r in record["also"].items())
+            checks = "".join(f", on {n} {record['also'][n]['text_to_image']['R@1']:.1f}%" for n in grid.eval["also"])
             log(f"{tag}: text->image R@1 {record['results']['text_to_image']['R@1']:.1f}%{checks}")
         if later:
             time.sleep(1)
