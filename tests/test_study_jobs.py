@@ -126,6 +126,7 @@ def test_a_killed_jobs_study_resumes_with_the_same_command(tmp_path):
 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "resource_tracker" not in done.stderr, done.stderr  # the jobs exited cleanly: no leaked semaphores
     assert len(list(out.glob("cells/*/record.json"))) == 2 and (out / "results.md").exists()
     assert (run / "kept").exists()  # resumed from its checkpoint, not started over
     assert json.loads((run / "checkpoint" / "meta.json").read_text())["step"] == 60

@@ -69,6 +69,8 @@ def run_jobs(
     try:
         with Display(grid, root, n, live=progress and sys.stderr.isatty(), status=progress, log=log) as display:
             _follow(procs, events, display)
+        for p in procs.values():  # each job said it is done: let it exit by itself, its clean-up included (a job
+            p.join(timeout=60)  # terminated here would leave its semaphores to the resource tracker's warnings)
     finally:
         for p in procs.values():
             if p.is_alive():
