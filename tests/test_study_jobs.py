@@ -139,3 +139,18 @@ def test_a_failing_job_stops_the_study_with_one_line_naming_the_cell(tmp_path):
     message = r"study job \d: coco__\S+__itm__s0: model.width=32 is not divisible by model.heads=3"
     with pytest.raises(JobError, match=message):
         run_study(grid, tmp_path / "s", progress=False, log=lambda s: None, jobs=2, threads=1)
+
+
+def test_the_display_counts_a_cell_done_once_its_held_out_sets_are_scored(tmp_path):
+    from mmtlab.study.jobs import Display
+
+    grid = parse_grid(GRID)
+    key = grid.cells[0].key
+    cell = tmp_path / "cells" / key
+    (cell / "run").mkdir(parents=True)
+    (cell / "run" / "model.safetensors").touch()
+    (cell / "record.json").write_text(json.dumps({"key": key, "also": {}}))  # finished before `held` was listed
+    display = Display(grid, tmp_path, 2, live=False, status=True, log=lambda s: None)
+    assert display._done() == 0 and display._cell_state(key)[0] == "evaluation"
+    (cell / "record.json").write_text(json.dumps({"key": key, "also": {"held": {}}}))
+    assert display._done() == 1 and display._cell_state(key)[0] == "done"

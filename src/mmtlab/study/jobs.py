@@ -27,7 +27,7 @@ import yaml
 from ..cpu import apply_cpu_policy, available_cores
 from ..errors import MmtlabError, one_line, user_fixable
 from .grid import Grid
-from .layout import finished
+from .layout import finished, model_path
 
 STATUS_EVERY = 30.0  # seconds between status lines when the display is not a terminal (as progress bars)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -148,6 +148,7 @@ class Display:
         self.also = grid.eval["also"]
         self.keys = [c.key for c in grid.cells]
         self.total = len(self.keys)
+        self.finished: set[str] = set()  # cells seen finished (they stay so): their records are not read again
         self.cells: dict[int, str] = {}  # job -> the cell it runs
         self.steps: dict[str, int] = {}  # cell -> its run's train.steps
         self.last_status = time.monotonic()
@@ -194,7 +195,12 @@ class Display:
             self.log(f"{self._done()}/{self.total} cells done; " + "; ".join(parts))
 
     def _done(self) -> int:
-        return sum(finished(self.root, key, self.also) for key in self.keys)
+        return sum(self._finished(key) for key in self.keys)
+
+    def _finished(self, key: str) -> bool:
+        if key not in self.finished and finished(self.root, key, self.also):
+            self.finished.add(key)
+        return key in self.finished
 
     def _cell_state(self, key: str) -> tuple[str, int, int | None]:
         """(phase, steps trained, steps in all) of a cell, from its run directory."""
@@ -205,9 +211,9 @@ class Display:
             except (yaml.YAMLError, KeyError, TypeError):  # being written
                 pass
         total = self.steps.get(key)
-        if finished(self.root, key, self.also):
+        if self._finished(key):
             return "done", total or 0, total
-        if (run / "model.safetensors").exists():  # trained
+        if model_path(self.root, key).exists():  # trained
             return "evaluation", total or 0, total
         return "training", _last_step(run / "metrics.jsonl"), total
 
