@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 
 import pytest
 
@@ -203,10 +204,13 @@ def test_report_tables_and_csv(tmp_path):
     assert len(rows) == len(grid.cells) and float(rows[0]["text_to_image/R@1"]) in (40.0, 44.0)
 
 
-def test_report_shows_held_out_sets_beside_the_test_set(tmp_path):
+def test_report_shows_held_out_sets_beside_the_test_set(tmp_path, monkeypatch):
     """``eval.also``: each held-out set's text->image R@1 is a column (mean ± std over the seeds that have it) with
     its own chance, CSV fields and a bar series; a row without it (its models were gone when the set was added)
     shows a dash."""
+    from matplotlib.container import BarContainer
+
+    from mmtlab.study import report
     from mmtlab.study.report import plot
 
     grid = parse_grid(_grid(eval={"data": "test", "also": ["cc"]}, datasets=HELD_OUT))
@@ -233,7 +237,15 @@ def test_report_shows_held_out_sets_beside_the_test_set(tmp_path):
             )
         else:
             assert row["cc/text_to_image/R@1"] == row["cc/n_images"] == "", key
+    figures = []
+    save = report._save
+    monkeypatch.setattr(report, "_save", lambda plt, fig, path: figures.append(fig) or save(plt, fig, path))
     assert [p.name for p in plot(grid, recs, tmp_path)] == ["attention.png", "losses.png"]
+    bars = [{c.get_label(): [r.get_height() for r in c] for c in f.axes[0].containers if isinstance(c, BarContainer)}
+            for f in figures]  # fmt: skip
+    assert bars[0]["test: test"] == [42.0, 11.0] and bars[0]["held out: cc"][1:] == [22.0]
+    assert math.isnan(bars[0]["held out: cc"][0])  # merged: no seed has it, so no bar
+    assert bars[1]["held out: cc"][1:] == [90.0, 14.0]  # contrastive32 both seeds, the baseline only seed 1
 
 
 def test_report_plots(tmp_path):
